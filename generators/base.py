@@ -1,0 +1,56 @@
+"""The generator contract: a pure function of ``(params, seed, size)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+from generators.space import ParamSpace
+
+TASKS = ("segmentation", "classification")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One rendered sample.
+
+    ``image`` is uint8 H×W. For segmentation ``mask`` is uint8 H×W (1 = foreground, for
+    grains the boundary); for classification ``label`` is the class index and ``mask`` may
+    still carry a pixel mask (e.g. the crack) or be ``None``.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None = None
+    label: int | None = None
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What every registered generator provides.
+
+    ``render`` must not touch any global random state: all randomness comes from
+    ``numpy.random.default_rng(seed)`` (or generators spawned from it), so the same
+    ``(params, seed, size)`` gives the same bytes on any machine.
+    """
+
+    name: str
+    version: str
+    task: str
+    space: ParamSpace
+
+    def render(self, params: Mapping[str, Any], seed: int, size: int) -> Sample:
+        """Render one sample of ``size``×``size`` pixels."""
+        ...
+
+
+class GeneratorError(ValueError):
+    """A generator was asked for something it cannot do (unknown name, bad size...)."""
+
+
+def check_size(size: Any, low: int = 32, high: int = 4096) -> int:
+    """Validate an image side length; return it as ``int``."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not low <= size <= high:
+        raise GeneratorError(f"size: expected an integer in [{low}, {high}] px, got {size!r}")
+    return int(size)
