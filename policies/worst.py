@@ -1,0 +1,159 @@
+"""``worst:k=0.1,m=10,radius=0.05[,dims=a|b][,metric=iou][,split=val]``: vary the worst samples.
+
+The paper's adaptive sampling (§3.3, alias ``worst10``): score the validation set, take the
+worst fraction ``k`` by the metric, and generate ``m`` variations of each within a fixed
+interval around its stored parameters — optionally along named dimensions only (the paper
+varied grain colour and boundary thickness).
+
+How a cycle's ``n`` proposals are made:
+
+* **Worst set.** Rows of ``view.params`` with ``split == split`` are joined on ``sample_id``
+  with ``view.metrics``; rows whose metric is null or NaN are left out. Of the ``N`` scored
+  rows, the ``ceil(k·N)`` worst are taken (lowest first for a higher-is-better metric such
+  as ``iou``, highest first for a lower-is-better one such as ``error``; ties by ascending
+  ``sample_id``), so the choice is deterministic.
+* **Counts.** ``n`` is the caller's. With ``n == ceil(k·N)·m`` (see
+  :meth:`WorstPolicy.suggested_n`) every parent gets ``m`` variations. Otherwise ``n`` is
+  dealt round-robin over the worst, worst first: each gets ``n // W`` and the ``n % W``
+  worst get one more (so with ``n < W`` only the ``n`` worst get a variation). Proposals
+  are grouped by parent, worst parent first; each has ``parent_id`` = the parent's
+  ``sample_id``.
+* **Variation.** In unit-cube coordinates (:meth:`ParamSpace.to_unit`; a log range in its
+  logarithm), each varied dimension moves by a uniform offset in ``[-radius, radius]``,
+  is clipped to ``[0, 1]`` and mapped back with ``from_unit``. ``radius`` is thus a fraction
+  of each dimension's range. Integer and choice dimensions are cells of equal width: the
+  value changes only when the offset carries the coordinate into another cell, so a small
+  radius often keeps the parent's integer or option. Dimensions not in ``dims`` keep the
+  parent's stored value exactly.
+
+Cycle 0 has no metrics: the policy raises :class:`PolicyError` then (start with ``random`` or
+``sobol``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from policies import settings
+from policies.base import Policy, PolicyError, PolicyView, Proposal
+
+#: Metric name -> True when higher is better. The evaluator's per-sample metric columns.
+METRIC_HIGHER_IS_BETTER: dict[str, bool] = {
+    "iou": True, "miou": True, "boundary_f1": True, "p_true": True, "accuracy": True,
+    "error": False, "loss": False, "grain_count_rel_error": False, "grain_size_distance": False,
+}
+
+# k·N computed in floating point may land a hair above a whole number (0.7 * 10 = 7.000000000000001).
+_CEIL_SLACK = 1e-9
+
+
+class WorstPolicy(Policy):
+    """Variations around the worst-scored validation samples.
+
+    Parameters
+    ----------
+    k
+        Fraction of the scored validation set to vary, in (0, 1] (default 0.1).
+    m
+        Variations per worst sample, an integer >= 1 (default 10); the nominal count, see
+        :meth:`suggested_n`.
+    radius
+        Half-width of the variation interval as a fraction of each dimension's range, in
+        (0, 1] (default 0.05).
+    dims
+        Dimensions to vary, ``"a|b"`` or a sequence of names; default all. Checked against
+        the space when proposing.
+    metric
+        Metric column to rank by (default ``"iou"``); one of :data:`METRIC_HIGHER_IS_BETTER`.
+    split
+        Which rows of the parameter table are scored (default ``"val"``).
+    """
+
+    kind = "worst"
+
+    def __init__(self, k: float | str = 0.1, m: int | str = 10, radius: float | str = 0.05,
+                 dims: str | tuple[str, ...] | None = None, metric: str = "iou", split: str = "val"):
+        self.k = settings.number(self.kind, "k", k, low=0.0, high=1.0, low_open=True)
+        self.m = settings.integer(self.kind, "m", m, low=1)
+        self.radius = settings.number(self.kind, "radius", radius, low=0.0, high=1.0, low_open=True)
+        self.dims = None if dims is None else settings.names(self.kind, "dims", dims)
+        self.metric = settings.choice(self.kind, "metric", metric, sorted(METRIC_HIGHER_IS_BETTER))
+        self.split = str(split).strip()
+        if not self.split or any(c in self.split for c in ",=:"):
+            raise PolicyError(f"policy 'worst': setting split={split} is not a split name; expected e.g. val")
+
+    @property
+    def name(self) -> str:
+        """``"worst:k=..,m=..,radius=.."`` plus ``dims``, ``metric``, ``split`` when not default."""
+        text = f"{self.kind}:k={settings.fmt(self.k)},m={self.m},radius={settings.fmt(self.radius)}"
+        if self.dims is not None:
+            text += ",dims=" + "|".join(self.dims)
+        if self.metric != "iou":
+            text += f",metric={self.metric}"
+        if self.split != "val":
+            text += f",split={self.split}"
+        return text
+
+    def suggested_n(self, view: PolicyView) -> int | None:
+        """``ceil(k·N)·m`` for the ``N`` scored validation rows of ``view``."""
+        return self.worst(view).num_rows * self.m
+
+    def worst(self, view: PolicyView) -> pa.Table:
+        """The worst ``ceil(k·N)`` scored rows, worst first: ``sample_id``, the metric, the parameters."""
+        names = list(view.space.names)
+        if view.metrics.num_rows == 0:
+            raise PolicyError(
+                f"policy {self.name!r}: no validation metrics yet (cycle {view.cycle}); it varies the worst "
+                f"scored samples, so it needs an evaluated cycle — use random or sobol for the initial set"
+            )
+        view.require_columns("metrics", ("sample_id", self.metric), self.name)
+        view.require_columns("params", ("sample_id", "split", *names), self.name)
+        rows = view.params.filter(pc.equal(view.params["split"], self.split)).select(["sample_id", *names])
+        scores = view.metrics.select(["sample_id", self.metric])
+        for label, table in (("view.params", rows), ("view.metrics", scores)):
+            if pc.count_distinct(table["sample_id"]).as_py() != table.num_rows:
+                raise PolicyError(f"policy {self.name!r}: {label} repeats a sample_id; expected one row per sample")
+        scores = scores.set_column(1, self.metric, pc.cast(scores[self.metric], pa.float64()))
+        joined = rows.join(scores, "sample_id", join_type="inner")
+        joined = joined.filter(pc.invert(pc.fill_null(pc.is_nan(joined[self.metric]), True)))
+        if joined.num_rows == 0:
+            raise PolicyError(
+                f"policy {self.name!r}: no {self.split!r} row of view.params has a {self.metric!r} score "
+                f"({rows.num_rows} {self.split!r} rows, {view.metrics.num_rows} metric rows)"
+            )
+        order = "ascending" if METRIC_HIGHER_IS_BETTER[self.metric] else "descending"
+        idx = pc.sort_indices(joined, sort_keys=[(self.metric, order), ("sample_id", "ascending")])
+        count = max(1, math.ceil(self.k * joined.num_rows - _CEIL_SLACK))
+        return joined.take(idx[:count])
+
+    def _propose(self, view: PolicyView, n: int, rng: np.random.Generator) -> list[Proposal]:
+        space = view.space
+        dims = self.dims if self.dims is not None else space.names
+        unknown = [d for d in dims if d not in space.names]
+        if unknown:
+            raise PolicyError(
+                f"policy {self.name!r}: setting dims names unknown dimension(s) {', '.join(map(repr, unknown))}; "
+                f"the space has: {', '.join(space.names)}"
+            )
+        worst = self.worst(view)
+        parents = worst.select(list(space.names)).to_pylist()
+        parent_ids = worst["sample_id"].to_pylist()
+        counts = np.full(len(parents), n // len(parents))
+        counts[: n % len(parents)] += 1
+        rows = np.repeat(np.arange(len(parents)), counts)
+
+        cols = [space.names.index(d) for d in dims]
+        unit = space.to_unit(parents)[rows]
+        offsets = rng.uniform(-self.radius, self.radius, size=(n, len(cols)))
+        unit[:, cols] = np.clip(unit[:, cols] + offsets, 0.0, 1.0)
+        varied = space.from_unit(unit)
+        out = []
+        for row, moved in zip(rows, varied):
+            params = dict(parents[row])
+            params.update({d: moved[d] for d in dims})
+            out.append(Proposal(params=params, parent_id=int(parent_ids[row])))
+        return out
