@@ -1,0 +1,94 @@
+"""Views of committed samples for training and evaluation, with random access by index."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from stores.images import IMAGE, MASK, ChunkReader
+from stores.location import Location
+
+
+class DatasetView:
+    """An ordered selection of committed samples.
+
+    ``view[i]`` is ``(image, target)``: the image as an (H, W) uint8 array and the target,
+    the mask (segmentation, (H, W) uint8) or the int label (classification). Each read is one
+    chunk read; opened arrays are cached per batch. Built by :meth:`RunStore.view`.
+    """
+
+    def __init__(self, uri: str, task: str, params: pa.Table, rows: np.ndarray):
+        self._uri = uri
+        self._task = task
+        self._params = params
+        self._sample_ids = params["sample_id"].to_numpy().astype(np.int64, copy=False)
+        self._batches = params["batch"].to_numpy().astype(np.int64, copy=False)
+        self._rows = np.asarray(rows, dtype=np.int64)
+        labels = params["label"]
+        self._labels = (labels.to_numpy(zero_copy_only=False) if task == "classification" else None)
+        self._reader: ChunkReader | None = None
+
+    def __len__(self) -> int:
+        return len(self._sample_ids)
+
+    @property
+    def sample_ids(self) -> np.ndarray:
+        """Sample ids in view order (int64)."""
+        return self._sample_ids
+
+    @property
+    def params(self) -> pa.Table:
+        """Parameter rows in view order."""
+        return self._params
+
+    @property
+    def task(self) -> str:
+        """``"segmentation"`` or ``"classification"``: what the target is."""
+        return self._task
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray | int]:
+        """``(image, target)`` of the i-th sample of the view (negative indices count from the end)."""
+        batch, row = self.locate(i)
+        reader = self._get_reader()
+        image = reader.read(batch, IMAGE, row)
+        if self._labels is not None:
+            return image, int(self._labels[self._index(i)])
+        return image, reader.read(batch, MASK, row)
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """``(batch, row in the batch's arrays)`` of the i-th sample."""
+        i = self._index(i)
+        return int(self._batches[i]), int(self._rows[i])
+
+    def _index(self, i: int) -> int:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"view index: expected an integer, got {type(i).__name__}")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"view index {i} out of range for {n} samples")
+        return int(i) % n
+
+    def _get_reader(self) -> ChunkReader:
+        if self._reader is None:
+            self._reader = ChunkReader(Location(self._uri))
+        return self._reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Opened arrays and file handles stay in the process that opened them.
+        state = self.__dict__.copy()
+        state["_reader"] = None
+        return state
+
+    def torch_dataset(self, transform: Callable[[np.ndarray, Any], Any] | None = None) -> Any:
+        """This view as a ``torch.utils.data.Dataset`` (works with ``DataLoader(num_workers>0)``).
+
+        Without ``transform`` an item is ``(image, target)`` as tensors: uint8 (H, W) and either
+        a uint8 (H, W) mask or an int64 scalar label. With it, an item is
+        ``transform(image, target)`` on the numpy image and the mask array or int label;
+        ``transform`` must be picklable for worker processes.
+        """
+        from stores.torchdata import ViewDataset
+
+        return ViewDataset(self, transform)

@@ -1,0 +1,9 @@
+"""The store's exception type."""
+
+
+class StoreError(ValueError):
+    """A run store was asked for something it cannot do, or found something it cannot read.
+
+    The message names the run, batch, file or column concerned, the value found and what
+    was expected.
+    """

@@ -1,0 +1,135 @@
+"""Reading for training: views, random access, the torch Dataset, and the chunk reader."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from storefakes import FakeGenerator, create_run, make_batch
+from torch.utils.data import DataLoader
+
+from stores import RunStore, StoreError
+from stores.images import ZARR_DIR, ChunkReader, _Shard
+from stores.location import Location
+
+
+@pytest.fixture
+def filled(run, generator):
+    """A run with three batches: cycle 0 train, cycle 0 val, cycle 1 train (24 x 24 px)."""
+    batches = {}
+    for b, (cycle, split) in enumerate([(0, "train"), (0, "val"), (1, "train")]):
+        batches[b] = make_batch(generator, [b * 10 + i for i in range(5)], cycle=cycle, split=split, size=24)
+        run.write_batch(b, *batches[b])
+    return run, batches
+
+
+def test_view_gives_images_and_masks_by_index(filled):
+    store, batches = filled
+    view = store.view()
+    assert len(view) == 15
+    assert view.sample_ids.dtype == np.int64
+    assert view.sample_ids.tolist() == [b * 10 + i for b in range(3) for i in range(5)]
+    assert view.params["sample_id"].to_pylist() == view.sample_ids.tolist()
+    for i in (0, 7, 14, -1):
+        b, row = divmod(int(view.sample_ids[i]), 10)
+        image, mask = view[i]
+        assert image.dtype == np.uint8 and image.shape == (24, 24)
+        assert np.array_equal(image, batches[b][1][row]) and np.array_equal(mask, batches[b][2][row])
+    with pytest.raises(IndexError):
+        view[15]
+
+
+def test_view_filters_and_keeps_the_order_of_given_ids(filled):
+    store, batches = filled
+    assert store.view(split="train").sample_ids.tolist() == [0, 1, 2, 3, 4, 20, 21, 22, 23, 24]
+    assert store.view(cycles=1).sample_ids.tolist() == [20, 21, 22, 23, 24]
+    assert store.view(split="train", cycles=[0]).sample_ids.tolist() == [0, 1, 2, 3, 4]
+    view = store.view(sample_ids=[23, 2, 11])
+    assert view.sample_ids.tolist() == [23, 2, 11]
+    assert view.params["sample_id"].to_pylist() == [23, 2, 11]
+    assert np.array_equal(view[0][0], batches[2][1][3]) and np.array_equal(view[2][1], batches[1][2][1])
+    with pytest.raises(StoreError, match=r"sample ids \[99\] are not committed"):
+        store.view(sample_ids=[1, 99])
+    with pytest.raises(StoreError, match=r"sample ids \[11\]"):
+        store.view(split="train", sample_ids=[11])
+
+
+def test_classification_view_gives_int_labels(tmp_path):
+    gen = FakeGenerator("classification")
+    store = create_run(tmp_path / "run", task="classification")
+    rows, images, _ = make_batch(gen, [0, 1, 2, 3])
+    store.write_batch(0, rows, images)
+    view = store.view()
+    for i, row in enumerate(rows):
+        image, label = view[i]
+        assert isinstance(label, int) and label == row["label"]
+        assert np.array_equal(image, images[i])
+
+
+def test_torch_dataset_works_with_worker_processes(filled):
+    store, batches = filled
+    dataset = store.view(split="train").torch_dataset()
+    assert len(dataset) == 10
+    image, mask = dataset[0]
+    assert image.dtype == torch.uint8 and mask.shape == (24, 24)
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, shuffle=False)
+    images = torch.cat([x for x, _ in loader])
+    expected = np.concatenate([batches[0][1], batches[2][1]])
+    assert np.array_equal(images.numpy(), expected)
+
+
+def _to_float(image, target):
+    return torch.from_numpy(image).float() / 255.0, int(target.sum())
+
+
+def test_torch_dataset_transform_and_pickling(filled):
+    store, batches = filled
+    view = store.view(split="val")
+    view[0]  # opens the arrays; pickling must leave them behind
+    dataset = pickle.loads(pickle.dumps(view.torch_dataset(transform=_to_float)))
+    assert dataset.view._reader is None
+    image, count = dataset[2]
+    assert image.dtype == torch.float32 and count == int(batches[1][2][2].sum())
+    loader = DataLoader(dataset, batch_size=5, num_workers=2)
+    assert next(iter(loader))[0].shape == (5, 24, 24)
+
+
+def test_chunk_reader_matches_zarr_including_empty_chunks(run, generator):
+    rows, images, masks = make_batch(generator, [0, 1, 2])
+    masks[1] = 0  # an all-fill chunk is not stored in the shard
+    run.write_batch(0, rows, images, masks)
+    reader = ChunkReader(Location(run.uri))
+    assert isinstance(reader._handle(0, "mask"), _Shard)
+    arr = zarr.open_array(os.path.join(run.uri, ZARR_DIR, "b000000", "mask"), mode="r")
+    assert arr.chunks == (1, 16, 16) and arr.shards == (3, 16, 16)
+    for i in range(3):
+        assert np.array_equal(reader.read(0, "mask", i), arr[i])
+        assert np.array_equal(reader.read(0, "image", i), images[i])
+    assert reader.read(0, "mask", 1).flags.writeable
+
+
+def test_arrays_in_another_layout_are_read_through_zarr(run, generator):
+    rows, images, masks = make_batch(generator, [0, 1])
+    run.write_batch(0, rows, images, masks)
+    # Rewrite the image array unsharded and uncompressed, as another tool might.
+    group = zarr.open_group(os.path.join(run.uri, ZARR_DIR, "b000000"), mode="r+")
+    other = images[::-1].copy()
+    group.create_array("image", shape=other.shape, dtype="uint8", chunks=(1, 16, 16), compressors=None,
+                       overwrite=True)[...] = other
+    reader = ChunkReader(Location(run.uri))
+    assert not isinstance(reader._handle(0, "image"), _Shard)
+    assert np.array_equal(RunStore.open(run.uri).view()[0][0], other[0])
+
+
+def test_a_damaged_shard_index_is_reported(run, generator):
+    run.write_batch(0, *make_batch(generator, [0, 1]))
+    shard = os.path.join(run.uri, ZARR_DIR, "b000000", "image", "c", "0", "0", "0")
+    with open(shard, "r+b") as f:
+        f.seek(-10, os.SEEK_END)
+        f.write(b"\xff")
+    with pytest.raises(StoreError, match="shard index checksum"):
+        RunStore.open(run.uri).view()[0]
