@@ -16,4 +16,9 @@ __all__ = [
     "TASKS", "Generator", "GeneratorError", "Sample", "check_size",
     "available", "get_generator", "register",
     "Choice", "Continuous", "Dimension", "Integer", "LogRange", "ParamSpace", "ParamSpaceError",
+    "GrainGenerator",
 ]
+
+from generators.grains import GrainGenerator
+
+register("grains", GrainGenerator)

@@ -1,0 +1,57 @@
+"""Generation throughput: images per second on one core, and where the time goes."""
+
+from __future__ import annotations
+
+import inspect
+import resource
+import sys
+import time
+
+import numpy as np
+
+from generators.base import check_size
+from generators.registry import get_generator
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def bench_generate(generator_name: str = "grains", size: int = 512, n: int = 50, seed: int = 0) -> dict:
+    """Render ``n`` images of ``size`` px in this process and time them.
+
+    Parameter sets are drawn uniformly from the generator's space with
+    ``numpy.random.default_rng(seed)`` (the workload of a random-policy run); sample ``i``
+    gets seed ``seed + i``. One untimed render first warms caches. Everything runs in
+    this one process; the generators' numpy/scipy work is single-threaded (set
+    ``OMP_NUM_THREADS=1`` when measuring to keep any BLAS call on one core too).
+
+    Returns ``{"generator", "size", "n", "images_per_s", "ms_per_image", "stage_ms",
+    "peak_rss_mb"}``: ``stage_ms`` is the mean milliseconds per image of each stage the
+    generator reports through ``render(..., timings=...)`` (empty if it reports none),
+    ``peak_rss_mb`` the peak resident memory of the process.
+    """
+    size = check_size(size)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n: expected a positive number of images, got {n!r}")
+    gen = get_generator(generator_name)
+    params = gen.space.sample(np.random.default_rng(seed), n)
+    gen.render(params[0], seed, size)
+    timings: dict[str, float] = {}
+    extra = {"timings": timings} if "timings" in inspect.signature(gen.render).parameters else {}
+    start = time.perf_counter()
+    for i, p in enumerate(params):
+        gen.render(p, seed + i, size, **extra)
+    elapsed = time.perf_counter() - start
+    return {
+        "generator": generator_name,
+        "size": size,
+        "n": int(n),
+        "images_per_s": n / elapsed,
+        "ms_per_image": 1e3 * elapsed / n,
+        "stage_ms": {stage: 1e3 * t / n for stage, t in timings.items()},
+        "peak_rss_mb": peak_rss_mb(),
+    }

@@ -1,0 +1,173 @@
+"""The grain generator: contract, properties over the whole space, determinism, alignment, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from generators import Generator, GeneratorError, ParamSpaceError, get_generator
+from generators.grains import (
+    MAX_THICKNESS_FRACTION,
+    MIN_GRAINS,
+    STAGES,
+    GrainGenerator,
+    effective_diameter,
+    effective_thickness,
+    grain_count,
+)
+
+GEN = GrainGenerator()
+SPACE = GEN.space
+
+
+def _params(**overrides) -> dict:
+    """A mid-space parameter set with some values replaced."""
+    p = SPACE.from_unit(np.full((1, len(SPACE)), 0.5))[0]
+    p.update(overrides)
+    return SPACE.validate(p)
+
+
+def _expected_visible_grains(size: int, diameter: float) -> float:
+    # n grains of the periodic tessellation; grains cut by the image border show up in
+    # two (or four) pieces, about (sqrt(n) + 1)^2 regions for n cells in a square.
+    n = max(MIN_GRAINS, round(size * size / (math.pi / 4 * diameter * diameter)))
+    return (math.sqrt(n) + 1) ** 2
+
+
+def test_registered_and_declares_the_contract() -> None:
+    gen = get_generator("grains")
+    assert isinstance(gen, GrainGenerator) and isinstance(gen, Generator)
+    assert (gen.name, gen.task) == ("grains", "segmentation") and gen.version
+    names = set(gen.space.names)
+    assert {"grain_diameter", "boundary_thickness", "lloyd_iterations", "spline_displacement",
+            "boundary_contrast", "grain_contrast", "perlin_amplitude", "perlin_wavelength",
+            "noise_sigma", "blur_sigma"} <= names
+    for dim in gen.space:
+        assert dim.description
+    assert gen.space["grain_diameter"].unit == "px" and gen.space["boundary_thickness"].unit == "px"
+    assert (gen.space["perlin_wavelength"].low, gen.space["perlin_wavelength"].high) == (0.2, 0.67)
+    # Both dark (optical) and bright (SEM) boundaries, and none.
+    assert gen.space["boundary_contrast"].low < 0 < gen.space["boundary_contrast"].high
+
+
+def test_grain_count_and_caps() -> None:
+    assert grain_count(512, 50.0) == round(512 * 512 / (math.pi / 4 * 2500))
+    assert grain_count(64, 160.0) == MIN_GRAINS
+    assert effective_diameter(512, 50.0) == pytest.approx(50.0, rel=0.01)
+    assert effective_diameter(64, 160.0) < 64
+    thick = _params(grain_diameter=12.0, boundary_thickness=10.0)
+    assert effective_thickness(512, thick) == pytest.approx(MAX_THICKNESS_FRACTION * effective_diameter(512, 12.0))
+    assert effective_thickness(512, _params(grain_diameter=100.0, boundary_thickness=4.0)) == 4.0
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    unit=st.lists(st.floats(0.0, 1.0), min_size=len(SPACE), max_size=len(SPACE)),
+    size=st.sampled_from([64, 96, 128, 200]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_any_valid_parameters_give_a_sane_sample(unit: list[float], size: int, seed: int) -> None:
+    params = SPACE.from_unit(np.array([unit]))[0]
+    sample = GEN.render(params, seed, size)
+    image, mask = sample.image, sample.mask
+    assert image.dtype == np.uint8 and image.shape == (size, size)
+    assert mask.dtype == np.uint8 and mask.shape == (size, size)
+    assert set(np.unique(mask).tolist()) <= {0, 1}
+    assert 0 < mask.mean() < 0.5
+    _, grains = ndimage.label(mask == 0)
+    expected = _expected_visible_grains(size, params["grain_diameter"])
+    assert expected / 2 <= grains <= 2 * expected
+
+
+def test_deterministic_and_seeded() -> None:
+    p = _params()
+    a, b = GEN.render(p, 7, 160), GEN.render(dict(p), 7, 160)
+    assert a.image.tobytes() == b.image.tobytes() and a.mask.tobytes() == b.mask.tobytes()
+    c = GEN.render(p, 8, 160)
+    assert c.image.tobytes() != a.image.tobytes() and c.mask.tobytes() != a.mask.tobytes()
+    assert np.array_equal(GEN.render(p, np.int64(7), np.int64(160)).image, a.image)
+
+
+def test_deterministic_at_2048() -> None:
+    p = _params(grain_diameter=30.0)
+    a, b = GEN.render(p, 3, 2048), GEN.render(p, 3, 2048)
+    assert a.image.shape == (2048, 2048)
+    assert a.image.tobytes() == b.image.tobytes() and a.mask.tobytes() == b.mask.tobytes()
+
+
+def test_boundary_pixels_carry_exactly_the_boundary_grey() -> None:
+    p = _params(noise_sigma=0.0, blur_sigma=0.0, mean_grey=0.6, boundary_contrast=-0.45,
+                grain_contrast=0.0, perlin_amplitude=0.0)
+    s = GEN.render(p, 11, 128)
+    on = s.mask == 1
+    assert on.any() and (~on).any()
+    assert np.all(s.image[on] == round(0.15 * 255))
+    assert np.all(s.image[~on] == round(0.6 * 255))
+    # With texture and grain contrast, the boundary is still exactly the boundary grey.
+    textured = GEN.render(_params(noise_sigma=0.0, blur_sigma=0.0, mean_grey=0.5, boundary_contrast=0.4,
+                                  grain_contrast=0.3, perlin_amplitude=0.2), 12, 128)
+    assert np.all(textured.image[textured.mask == 1] == round(0.9 * 255))
+    assert np.unique(textured.image[textured.mask == 0]).size > 20
+
+
+def test_appearance_parameters_keep_the_structure() -> None:
+    """What the policies perturb (grain colour, boundary width) leaves the grains in place."""
+    base = _params(grain_diameter=40.0, boundary_thickness=2.0)
+    thin = GEN.render(base, 5, 128).mask
+    assert np.array_equal(GEN.render({**base, "grain_contrast": 0.05, "noise_sigma": 0.1}, 5, 128).mask, thin)
+    thick = GEN.render({**base, "boundary_thickness": 5.0}, 5, 128).mask
+    assert thick.sum() > 1.5 * thin.sum()
+    assert np.all(thick[thin == 1] == 1)
+
+
+def test_small_and_large_images_still_have_grains() -> None:
+    tiny = GEN.render(_params(grain_diameter=160.0), 1, 64)
+    assert ndimage.label(tiny.mask == 0)[1] >= MIN_GRAINS - 1
+    fine = GEN.render(_params(grain_diameter=12.0, boundary_thickness=1.0), 1, 512)
+    assert ndimage.label(fine.mask == 0)[1] > 1000
+
+
+def test_timings_are_accumulated_per_stage() -> None:
+    timings: dict[str, float] = {}
+    GEN.render(_params(), 0, 64, timings=timings)
+    first = dict(timings)
+    GEN.render(_params(), 1, 64, timings=timings)
+    assert set(STAGES) == set(timings)
+    assert all(timings[k] > first[k] > 0 for k in STAGES)
+
+
+@pytest.mark.parametrize(
+    ("change", "name"),
+    [
+        ({"colour": 1.0}, "colour"),
+        ({"grain_diameter": None}, "grain_diameter"),
+        ({"grain_diameter": 5.0}, "grain_diameter"),
+        ({"boundary_thickness": 50.0}, "boundary_thickness"),
+        ({"lloyd_iterations": 1.5}, "lloyd_iterations"),
+        ({"blur_sigma": "wide"}, "blur_sigma"),
+        ({"noise_sigma": float("nan")}, "noise_sigma"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(change: dict, name: str) -> None:
+    params = _params()
+    for key, value in change.items():
+        if value is None:
+            del params[key]
+        else:
+            params[key] = value
+    with pytest.raises(ValueError, match=name) as info:
+        GEN.render(params, 0, 64)
+    assert isinstance(info.value, ParamSpaceError)
+
+
+@pytest.mark.parametrize(("size", "seed", "name"), [(16, 0, "size"), (5000, 0, "size"), (64.0, 0, "size"),
+                                                    (True, 0, "size"), ("64", 0, "size"), (64, -1, "seed"),
+                                                    (64, 1.5, "seed"), (64, True, "seed")])
+def test_bad_size_or_seed_names_it(size, seed, name: str) -> None:
+    with pytest.raises(GeneratorError, match=name):
+        GEN.render(_params(), seed, size)
