@@ -356,7 +356,9 @@ def render_overlay(
     threshold: float = DEFAULT_THRESHOLD,
     title: str | None = None,
 ) -> Path:
-    """Write a PNG: the image with true (cyan), predicted (magenta) and agreeing (yellow) boundary pixels, beside the prediction.
+    """Write a PNG: the image with boundaries coloured, beside the prediction.
+
+    Over the image: true-only boundary pixels cyan, predicted-only magenta, both yellow.
 
     ``prob_or_pred`` is a float probability map (thresholded at ``threshold`` for the
     overlay; the right panel shows the probabilities) or a 0/1 / bool mask. Returns the path.
@@ -367,13 +369,15 @@ def render_overlay(
     values = np.asarray(prob_or_pred)
     if values.shape != img.shape or np.shape(true_mask) != img.shape:
         raise EvaluationError(
-            f"image, prediction and true mask: expected one shape, got {img.shape}, {values.shape}, {np.shape(true_mask)}"
+            f"image, prediction and true mask: expected one shape, "
+            f"got {img.shape}, {values.shape}, {np.shape(true_mask)}"
         )
     is_prob = np.issubdtype(values.dtype, np.floating)
     pred = values >= threshold if is_prob else as_binary_mask(values, "prediction")
     h, w = img.shape
     panel = 5.0
-    fig = Figure(figsize=(2 * panel, panel * h / w + 0.8), dpi=max(100, min(200, int(max(h, w) / panel))))
+    fig = Figure(figsize=(2 * panel + 0.6, panel * h / w + 0.9), dpi=max(100, min(200, int(max(h, w) / panel))),
+                 layout="constrained")
     FigureCanvasAgg(fig)
     ax_overlay, ax_pred = fig.subplots(1, 2)
     ax_overlay.imshow(overlay_rgb(img, pred, true_mask), interpolation="nearest")

@@ -100,10 +100,12 @@ class Evaluator:
         :func:`loop.evaluate.evaluate_view`, in view order.
         """
         # The store's module, not the package: under pytest, tests/stores/ can shadow the package.
-        from stores.store import RunStore
+        from stores import RunStore
 
         if select is not None and not isinstance(select, Mapping):
-            raise EvaluationError(f"select: expected a mapping of view arguments (e.g. {{'split': 'val'}}), got {select!r}")
+            raise EvaluationError(
+                f"select: expected a mapping of view arguments (e.g. {{'split': 'val'}}), got {select!r}"
+            )
         view = RunStore.open(run_uri).view(**dict(select or {}))
         model, task = self._model(checkpoint_uri)
         table = evaluate_view(
@@ -112,19 +114,6 @@ class Evaluator:
             executor=self._metric_pool(),
         )
         return table.to_pylist()
-
-    def _metric_pool(self) -> ProcessPoolExecutor | None:
-        if self.metric_workers and self._pool is None:
-            # fork, as torch's DataLoader workers do: the children run numpy/scipy only,
-            # never CUDA, and start without re-importing the (Ray worker's) main module.
-            self._pool = ProcessPoolExecutor(self.metric_workers, mp_context=multiprocessing.get_context("fork"))
-        return self._pool
-
-    def close(self) -> None:
-        """Stop the metric worker processes, if any were started (a later call starts them again)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
     def evaluate_real(self, checkpoint_uri: str, real_dir: str, overlay_dir: str | None = None) -> dict:
         """Score the checkpoint on a real labelled folder (:func:`loop.evaluate.evaluate_real`).
@@ -140,6 +129,19 @@ class Evaluator:
             min_grain_area=self.min_grain_area, overlay_dir=overlay_dir,
         )
         return {**summary, "checkpoint": checkpoint_uri, "real_dir": str(Path(real_dir)), "images": table.to_pylist()}
+
+    def _metric_pool(self) -> ProcessPoolExecutor | None:
+        if self.metric_workers and self._pool is None:
+            # fork, as torch's DataLoader workers do: the children run numpy/scipy only,
+            # never CUDA, and start without re-importing the (Ray worker's) main module.
+            self._pool = ProcessPoolExecutor(self.metric_workers, mp_context=multiprocessing.get_context("fork"))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the metric worker processes, if any were started (a later call starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def device_name(self) -> str:
         """The device this evaluator runs on, e.g. ``"cpu"`` or ``"cuda"`` (and the GPU's name)."""

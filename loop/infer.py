@@ -50,7 +50,8 @@ def model_device(model: nn.Module, device: str | torch.device | None = None) -> 
         asked = torch.device(device)
         if asked.type != here.type or (asked.index is not None and here.index is not None and asked.index != here.index):
             raise EvaluationError(
-                f"device: asked for {asked} but the model's weights are on {here}; move it first with model.to({str(asked)!r})"
+                f"device: asked for {asked} but the model's weights are on {here}; "
+                f"move it first with model.to({str(asked)!r})"
             )
     return here
 
@@ -240,7 +241,9 @@ def predict_image_logits(
         raise EvaluationError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     img = np.asarray(image_uint8)
     if img.ndim != 2 or img.dtype != np.uint8 or img.size == 0:
-        raise EvaluationError(f"image: expected a non-empty grey uint8 H×W array, got dtype {img.dtype} shape {img.shape}")
+        raise EvaluationError(
+            f"image: expected a non-empty grey uint8 H×W array, got dtype {img.dtype} shape {img.shape}"
+        )
     h, w = img.shape
     padded = pad_to_multiple(img)
     ph, pw = padded.shape

@@ -23,7 +23,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        # address="local": always a new embedded instance, never a `ray start` cluster found on the machine.
+        ray.init(address="local", num_cpus=num_cpus, **kwargs)
     try:
         yield
     finally:

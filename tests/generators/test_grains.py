@@ -108,11 +108,19 @@ def test_boundary_pixels_carry_exactly_the_boundary_grey() -> None:
     assert on.any() and (~on).any()
     assert np.all(s.image[on] == round(0.15 * 255))
     assert np.all(s.image[~on] == round(0.6 * 255))
-    # With texture and grain contrast, the boundary is still exactly the boundary grey.
-    textured = GEN.render(_params(noise_sigma=0.0, blur_sigma=0.0, mean_grey=0.5, boundary_contrast=0.4,
-                                  grain_contrast=0.3, perlin_amplitude=0.2), 12, 128)
-    assert np.all(textured.image[textured.mask == 1] == round(0.9 * 255))
-    assert np.unique(textured.image[textured.mask == 0]).size > 20
+
+
+@pytest.mark.parametrize("contrast", [-0.3, 0.25])
+def test_boundaries_are_drawn_from_the_mask_over_the_grain_grey(contrast: float) -> None:
+    textured = _params(noise_sigma=0.0, blur_sigma=0.0, mean_grey=0.5, grain_contrast=0.2, perlin_amplitude=0.2)
+    plain = GEN.render({**textured, "boundary_contrast": 0.0}, 12, 128)
+    lined = GEN.render({**textured, "boundary_contrast": contrast}, 12, 128)
+    assert np.array_equal(plain.mask, lined.mask)
+    on = lined.mask == 1
+    assert np.array_equal(lined.image[~on], plain.image[~on])
+    shift = lined.image[on].astype(int) - plain.image[on].astype(int)
+    inside = (plain.image[on] > 80) & (plain.image[on] < 175)  # not clipped at black or white
+    assert np.all(np.abs(shift[inside] - contrast * 255) <= 1)
 
 
 def test_appearance_parameters_keep_the_structure() -> None:
@@ -171,3 +179,13 @@ def test_bad_parameters_name_the_parameter(change: dict, name: str) -> None:
 def test_bad_size_or_seed_names_it(size, seed, name: str) -> None:
     with pytest.raises(GeneratorError, match=name):
         GEN.render(_params(), seed, size)
+
+
+def test_too_narrow_a_margin_falls_back_to_the_full_tiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    import generators.grains as grains
+
+    monkeypatch.setattr(grains, "MARGIN", 0.2)  # cells reach further than the copied seeds
+    sample = GEN.render(_params(grain_diameter=20.0, boundary_thickness=1.5), 4, 96)
+    assert 0 < sample.mask.mean() < 0.5
+    expected = _expected_visible_grains(96, 20.0)
+    assert expected / 2 <= ndimage.label(sample.mask == 0)[1] <= 2 * expected

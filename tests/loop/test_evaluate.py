@@ -221,37 +221,50 @@ def test_evaluator_rejects_bad_settings():
         Evaluator(metric_workers=-1, num_threads=1)
 
 
-def test_evaluator_on_a_real_run_store(tmp_path, grain_view):
+def make_run(root: Path, view: ArrayView) -> tuple[str, np.ndarray, np.ndarray]:
+    """A run store with 3 equal-size samples of ``view``: one train, two val (ids 10, 11, 12)."""
     from generators.space import Continuous, ParamSpace
-    from loop.evaluator_actor import Evaluator
-    from loop.model import model_from_checkpoint
     from stores.store import RunStore
 
     space = ParamSpace([Continuous("x", "", "a dummy parameter", 0.0, 1.0)])
-    run = RunStore.create(tmp_path / "run", generator_name="dummy", generator_version="1", task="segmentation",
+    run = RunStore.create(root, generator_name="dummy", generator_version="1", task="segmentation",
                           space=space, config={})
-    images = np.stack([grain_view[i][0] for i in range(2)])
-    masks = np.stack([grain_view[i][1] for i in range(2)])
+    images = np.stack([view[i][0] for i in (0, 1, 3)])
+    masks = np.stack([view[i][1] for i in (0, 1, 3)])
     rows = [{"sample_id": sid, "cycle": 0, "split": split, "policy": "random", "parent_id": None, "seed": sid, "x": 0.5}
-            for sid, split in [(10, "train"), (11, "val")]]
+            for sid, split in [(10, "train"), (11, "val"), (12, "val")]]
     run.write_batch(0, rows, images, masks)
+    return str(root), images, masks
+
+
+def test_evaluator_on_a_real_run_store(tmp_path, grain_view):
+    from loop.evaluator_actor import Evaluator
+    from loop.model import model_from_checkpoint
+
+    run, images, masks = make_run(tmp_path / "run", grain_view)
     ckpt = str(tmp_path / "c.pt")
     _save_tiny_unet(ckpt)
-    got = Evaluator(device="cpu", num_threads=1).evaluate(str(tmp_path / "run"), ckpt, {"split": "val"})
-    assert [r["sample_id"] for r in got] == [11]
-    direct = evaluate_view(model_from_checkpoint(ckpt)[0], ArrayView([images[1]], [masks[1]], [11]), "cpu")
+    got = Evaluator(device="cpu", num_threads=1).evaluate(run, ckpt, {"split": "val"})
+    assert [r["sample_id"] for r in got] == [11, 12]
+    direct = evaluate_view(model_from_checkpoint(ckpt)[0], ArrayView(images[1:], masks[1:], [11, 12]), "cpu")
     assert got == direct.to_pylist()
 
 
-def test_evaluator_actor_in_ray(ray_local, grain_folder, tmp_path):
+def test_evaluator_actor_in_ray(ray_local, grain_view, grain_folder, tmp_path):
     import ray
 
     from loop.evaluator_actor import EvaluatorActor
 
     ckpt = str(tmp_path / "c.pt")
     _save_tiny_unet(ckpt)
-    actor = EvaluatorActor.options(num_gpus=0).remote(device="cpu", tile=64, overlap=32)
+    run, _, _ = make_run(tmp_path / "run", grain_view)
+    # Metric workers forked inside the Ray worker process.
+    actor = EvaluatorActor.options(num_gpus=0).remote(device="cpu", tile=64, overlap=32, num_threads=1,
+                                                      metric_workers=2)
+    rows = ray.get(actor.evaluate.remote(run, ckpt, {"split": "val"}), timeout=120)
+    assert [r["sample_id"] for r in rows] == [11, 12] and all(0 <= r["iou"] <= 1 for r in rows)
     result = ray.get(actor.evaluate_real.remote(ckpt, str(grain_folder)), timeout=120)
     assert result["task"] == "segmentation" and result["n_images"] == 2
     assert ray.get(actor.device_name.remote()) == "cpu"
+    ray.get(actor.close.remote())
     ray.kill(actor)
