@@ -376,5 +376,16 @@ def bench_train_cmd(preset: str, task: str, n_images: int, epochs: int, device: 
     _print_bench(f"loop bench train ({preset}, {task})", result, as_json)
 
 
+@bench.command("loop")
+@click.option("--preset", default="smoke", show_default=True, help="Preset of the benchmark run (cpu for the target).")
+@click.option("--cycles", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_loop_cmd(preset: str, cycles: int, as_json: bool) -> None:
+    """The loop's own overhead per cycle (target < 5 %) and generation scaling with workers (target >= 1.8x)."""
+    from loop.bench_loop import bench_loop
+
+    _print_bench(f"loop bench loop ({preset}, {cycles} cycles)", bench_loop(preset, cycles), as_json)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
