@@ -87,14 +87,25 @@ def render_plan(generator_name: str, plan: BatchPlan) -> tuple[list[dict[str, An
     return rows, np.stack(images), mask_array
 
 
+_WRITER_STORES: dict[str, Any] = {}
+
+
+def _writer_store(run_uri: str) -> Any:
+    """The store at ``run_uri``, opened once per process: it reads only fragments it has not seen,
+    so a long-lived worker's duplicate-id check does not re-read the whole run for every batch."""
+    from stores import RunStore
+
+    if run_uri not in _WRITER_STORES:
+        _WRITER_STORES[run_uri] = RunStore.open(run_uri)
+    return _WRITER_STORES[run_uri]
+
+
 def write_plan(run_uri: str, generator_name: str, plan: BatchPlan) -> int:
     """Render a batch and commit it to the store at ``run_uri``; returns the batch number.
 
     A batch that is already committed (e.g. by an earlier attempt) is left as it is.
     """
-    from stores import RunStore
-
-    store = RunStore.open(run_uri)
+    store = _writer_store(run_uri)
     if store.has_batch(plan.batch):
         return plan.batch
     rows, images, masks = render_plan(generator_name, plan)
