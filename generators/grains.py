@@ -3,9 +3,14 @@
 Random seeds are relaxed by a few Lloyd steps and tessellated (periodic Voronoi); every
 boundary segment becomes a cubic spline through randomly displaced control points; each
 grain gets a grey level, a Perlin texture with wavelengths of 1/5 to 2/3 of a grain
-diameter is added, the boundary band is painted from the mask itself (so image and mask
-agree pixel for pixel), then white noise and a Gaussian blur. Grey levels are fractions
-of the full range (0 black, 1 white) until the final conversion to uint8.
+diameter is added, the boundary band is drawn from the mask itself (the grey under it
+shifted by the boundary contrast, so image and mask agree pixel for pixel), then white
+noise and a Gaussian blur. Grey levels are fractions of the full range (0 black,
+1 white) until the final conversion to uint8.
+
+Randomness comes from four streams spawned from the sample seed (seeds, boundary
+curves, grain greys and texture, pixel noise), so changing an appearance parameter
+(grain contrast, boundary width or contrast, noise, blur) keeps the same grains.
 """
 
 from __future__ import annotations
@@ -36,7 +41,13 @@ LLOYD_MARGINS = (2.0, 1.5)
 (random seeds leave wide gaps) and for the later ones (relaxed seeds are more even)."""
 
 MARGIN = 2.0
-"""... and this many for the final tessellation, so every cell touching the image is exact."""
+"""Seeds are copied this many grain diameters across the border for the final tessellation,
+so every cell touching the image is exact (if one is not, render falls back to the full
+3x3 tiling)."""
+
+MAX_SEGMENT = 4.0
+"""Longest polyline segment (px) of a sampled boundary spline (a 4 px chord of a circle of
+radius 20 px strays 0.1 px from it)."""
 
 STAGES = ("tessellation", "splines", "raster", "mask", "texture", "noise_blur")
 """Names of the timed stages of :meth:`GrainGenerator.render`, in order."""
@@ -54,8 +65,8 @@ SPACE = ParamSpace([
                f"width of the boundary lines and of the mask (capped at {MAX_THICKNESS_FRACTION:g} grain diameters)",
                1.0, 10.0),
     Continuous("boundary_contrast", "grey",
-               "boundary grey minus mean grain grey: < 0 dark lines (optical), > 0 bright lines (SEM), 0 none",
-               -0.6, 0.6),
+               "boundary grey minus the grey of the grain under it: < 0 dark lines (optical), > 0 bright (SEM), "
+               "0 none (orientation contrast only)", -0.6, 0.6),
     Continuous("mean_grey", "grey", "mean grain grey level (0 black, 1 white)", 0.1, 0.95),
     Continuous("grain_contrast", "grey", "grain-to-grain grey spread: grain greys are uniform in mean +- this",
                0.0, 0.35),
@@ -154,8 +165,9 @@ class GrainGenerator:
                 texture = perlin_image(rng_texture, shape, p["perlin_wavelength"] * diameter)
                 texture *= np.float32(p["perlin_amplitude"])
                 image += texture
-            boundary_grey = np.float32(min(1.0, max(0.0, p["mean_grey"] + p["boundary_contrast"])))
-            np.copyto(image, boundary_grey, where=mask.view(bool))
+            # Boundaries are drawn from the mask itself: the grain's grey there plus the
+            # boundary contrast (0 leaves them invisible, as in orientation-contrast images).
+            np.add(image, np.float32(p["boundary_contrast"]), out=image, where=mask.view(bool))
 
         with clock("noise_blur"):
             if p["noise_sigma"] > 0:
@@ -191,10 +203,11 @@ def _ridge_curves(tess: Tessellation, rng: np.random.Generator, p: Mapping[str, 
     offsets = rng.uniform(-1.0, 1.0, size=(k, len(start)))[:, keep]
     start, end, a, b = start[keep], end[keep], a[keep], b[keep]
     length = np.hypot(*(end - start).T)
-    # Polyline segments of 0.5 to 2 px (shorter only on tiny curves): curves are grouped
-    # by sample count, the k + 1 intervals between nodes split into 4**g pieces, so short
-    # curves are not drawn with as many segments as the longest one.
-    group = np.clip(np.ceil(np.log(np.maximum(length, 1e-9) / (2.0 * (k + 1))) / np.log(4.0)), 0, 5).astype(np.int64)
+    # Polyline segments of at most MAX_SEGMENT px: curves are grouped by sample count,
+    # the k + 1 intervals between nodes halved g times, so short curves are not drawn
+    # with as many segments as the longest one.
+    halvings = np.log2(np.maximum(length, 1e-9) / (MAX_SEGMENT * (k + 1)))
+    group = np.clip(np.ceil(halvings), 0, 10).astype(np.int64)
     nodes = spline_nodes(start, end, tess.seeds[a], offsets, p["spline_displacement"])
     chord = end - start
     to_a = tess.seeds[a] - start
@@ -203,11 +216,11 @@ def _ridge_curves(tess: Tessellation, rng: np.random.Generator, p: Mapping[str, 
     junctions = tess.vertices[np.unique(tess.ridge_vertices[keep])]
     groups = np.unique(group)
     if len(groups) == 1:
-        return polylines(sample_curves(nodes, (k + 1) * 4 ** int(groups[0]) + 1), junctions), left, right
+        return polylines(sample_curves(nodes, (k + 1) * 2 ** int(groups[0]) + 1), junctions), left, right
     curves, order = [], []
     for g in groups:
         sel = np.flatnonzero(group == g)
-        curves.append(sample_curves(nodes[:, sel], (k + 1) * 4 ** int(g) + 1))
+        curves.append(sample_curves(nodes[:, sel], (k + 1) * 2 ** int(g) + 1))
         order.append(sel)
     order = np.concatenate(order)
     return polylines(curves, junctions), left[order], right[order]

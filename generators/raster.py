@@ -17,7 +17,7 @@ plus a disc at every junction so bands meet cleanly where curves end.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -41,6 +41,19 @@ class Polylines:
     y1: np.ndarray
     curve: np.ndarray
     junctions: np.ndarray
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def crossings(self, along_rows: bool, n_lines: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the segments cross the rows' (or columns') centre lines 0..n_lines-1.
+
+        Returns (segment index, line index, x (or y) at the crossing); see
+        :func:`_crossings`. Remembered, since the fill and the band use the same rows.
+        """
+        key = (along_rows, n_lines)
+        if key not in self._memo:
+            ends = (self.x0, self.y0, self.x1, self.y1) if along_rows else (self.y0, self.x0, self.y1, self.x1)
+            self._memo[key] = _crossings(*ends, n_lines)
+        return self._memo[key]
 
 
 def polylines(curves: np.ndarray | Sequence[np.ndarray], junctions: np.ndarray | None = None) -> Polylines:
@@ -102,33 +115,41 @@ def fill_labels(lines: Polylines, left: np.ndarray, right: np.ndarray, shape: tu
         (``left`` is where the cross product of the direction and the offset is > 0).
     shape : (rows, columns) of the image.
 
-    Every row must be crossed by some curve at or left of its first pixel centre
-    (include the curves left of the image); otherwise :class:`RasterError`.
+    Every row must be crossed by some curve (anywhere along it); the pixels left of a row's
+    leftmost crossing get the label on that crossing's near side. Otherwise :class:`RasterError`.
     """
     h, w = shape
     left = np.asarray(left, dtype=np.int32)
     right = np.asarray(right, dtype=np.int32)
-    x0, y0, x1, y1, edge = lines.x0, lines.y0, lines.x1, lines.y1, lines.curve
-    seg, row, x = _crossings(x0, y0, x1, y1, h)
+    y0, y1, edge = lines.y0, lines.y1, lines.curve
+    seg, row, x = lines.crossings(True, h)
     # Moving towards -y (dy < 0) the +x side is the "left" side of the walk.
-    label = np.where(y1[seg] < y0[seg], left[edge[seg]], right[edge[seg]])
-    start = np.maximum(np.ceil(x - 0.5), 0).astype(np.int64)  # first pixel whose centre is past x
-    inside = start < w
-    row, x, start, label = row[inside], x[inside], start[inside], label[inside]
+    upward = y1[seg] < y0[seg]
+    label = np.where(upward, left[edge[seg]], right[edge[seg]])
+    before = np.where(upward, right[edge[seg]], left[edge[seg]])
     # Sort by row, then x: one float key (about 10x faster than lexsort) whose row
     # stride exceeds the spread of x.
     x_min = x.min(initial=0.0)
     order = np.argsort(row * (x.max(initial=0.0) - x_min + 1.0) + (x - x_min))
-    row, start, label = row[order], start[order], label[order]
+    row, x, label, before = row[order], x[order], label[order], before[order]
+    first = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if row.size else np.zeros(0, np.int64)
+    if first.size != h:
+        missing = sorted(set(range(h)) - set(row[first].tolist()))
+        raise RasterError(f"curves: rows {missing[:5]} are crossed by no curve")
+    # Each row starts in the region on the near side of its leftmost crossing, wherever
+    # that crossing lies: a span from pixel 0 that a crossing at or left of pixel 0 overrides.
+    start = np.maximum(np.ceil(x - 0.5), 0).astype(np.int64)  # first pixel whose centre is past x
+    row = np.insert(row, first, row[first])
+    start = np.insert(start, first, 0)
+    label = np.insert(label, first, before[first])
+    inside = start < w
+    row, start, label = row[inside], start[inside], label[inside]
     # Several crossings before the same pixel: the rightmost one decides.
     last = np.ones(row.size, dtype=bool)
     last[:-1] = (row[1:] != row[:-1]) | (start[1:] != start[:-1])
     row, start, label = row[last], start[last], label[last]
     row_first = np.ones(row.size, dtype=bool)
     row_first[1:] = row[1:] != row[:-1]
-    if np.count_nonzero(row_first) != h or np.any(start[row_first] != 0):
-        missing = sorted(set(range(h)) - set(row[row_first & (start == 0)].tolist()))
-        raise RasterError(f"curves: rows {missing[:5]} have no curve crossing at or left of their first pixel")
     stop = np.empty_like(start)
     stop[:-1] = np.where(row_first[1:], w, start[1:])
     stop[-1] = w
@@ -166,7 +187,7 @@ def band_mask(lines: Polylines, thickness: float, shape: tuple[int, int]) -> np.
     # either side of the crossing, but not beyond the segment's extent plus ``half``.
     for along_rows in (True, False):
         a0, b0, a1, b1 = (x0, y0, x1, y1) if along_rows else (y0, x0, y1, x1)
-        seg, line, a = _crossings(a0, b0, a1, b1, h if along_rows else w)
+        seg, line, a = lines.crossings(along_rows, h if along_rows else w)
         reach = half * length[seg] / np.abs(b1[seg] - b0[seg])
         lo = np.maximum(a - reach, np.minimum(a0[seg], a1[seg]) - half)
         hi = np.minimum(a + reach, np.maximum(a0[seg], a1[seg]) + half)

@@ -93,19 +93,15 @@ def spline_nodes(start: np.ndarray, end: np.ndarray, seed_point: np.ndarray, off
     n_controls = offsets.shape[0]
     chord = end - start
     rel = seed_point - start
-    length2 = (chord * chord).sum(axis=1)
-    length = np.sqrt(length2)
-    ok = length > 0
-    safe = np.where(ok, length, 1.0)
+    length = np.hypot(chord[:, 0], chord[:, 1])
+    safe = np.maximum(length, 1e-12)  # a zero-length ridge gets zero room below
     unit_normal = np.stack([-chord[:, 1], chord[:, 0]], axis=1) / safe[:, None]
-    # The seed's distance from the ridge line and where along the ridge it projects.
-    height = np.where(ok, np.abs(chord[:, 0] * rel[:, 1] - chord[:, 1] * rel[:, 0]) / safe, 0.0)
-    apex = np.where(ok, (chord * rel).sum(axis=1) / np.where(ok, length2, 1.0), 0.5)
+    # The seed's distance from the ridge line and where along the ridge it projects; the
+    # kite's half-width rises linearly from each end vertex to that point.
+    height = np.abs(chord[:, 0] * rel[:, 1] - chord[:, 1] * rel[:, 0]) / safe
+    apex = (chord * rel).sum(axis=1) / (safe * safe)
     t = np.linspace(0.0, 1.0, n_controls + 2)[1:-1, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rising = np.where(apex > 0, t / apex, np.inf)
-        falling = np.where(apex < 1, (1.0 - t) / (1.0 - apex), np.inf)
-    kite = height * np.minimum(rising, falling)  # the kite's half-width at each control point, (k, E)
+    kite = height * np.minimum(t / np.maximum(apex, 1e-12), (1.0 - t) / np.maximum(1.0 - apex, 1e-12))  # (k, E)
     room = np.minimum(kite / overshoot_bound(n_controls), 0.5 * length)
     shift = displacement * offsets * room
     controls = start[None] + t[:, :, None] * chord[None] + shift[:, :, None] * unit_normal[None]
@@ -118,7 +114,7 @@ def sample_curves(nodes: np.ndarray, n_samples: int) -> np.ndarray:
     The first and last samples are exactly the first and last nodes, so curves that
     share an end vertex meet at the very same point.
     """
-    basis = spline_basis(nodes.shape[0] - 2, n_samples)
-    curves = np.tensordot(basis, nodes, axes=(1, 0))
+    k2, e, _ = nodes.shape
+    curves = (spline_basis(k2 - 2, n_samples) @ nodes.reshape(k2, 2 * e)).reshape(n_samples, e, 2)
     curves[0], curves[-1] = nodes[0], nodes[-1]
     return curves

@@ -189,3 +189,17 @@ def test_too_narrow_a_margin_falls_back_to_the_full_tiling(monkeypatch: pytest.M
     assert 0 < sample.mask.mean() < 0.5
     expected = _expected_visible_grains(96, 20.0)
     assert expected / 2 <= ndimage.label(sample.mask == 0)[1] <= 2 * expected
+
+
+def test_rows_whose_first_crossing_is_inside_the_image_are_filled() -> None:
+    """Regression: huge grains at 128 px left rows 76-80 with no crossing left of pixel 0."""
+    params = {"grain_diameter": 126.45145309737171, "lloyd_iterations": 0, "spline_points": 3,
+              "spline_displacement": 0.8556678232144148, "boundary_thickness": 6.4637596244370386,
+              "boundary_contrast": 0.2219575828759286, "mean_grey": 0.7523877360060329,
+              "grain_contrast": 0.08445220577863545, "perlin_amplitude": 0.0, "perlin_wavelength": 0.4052770669423602,
+              "noise_sigma": 0.0, "blur_sigma": 0.0}
+    sample = GrainGenerator().render(params, 887463401, 128)
+    # Without noise and blur each grain is flat: along every row, the grey changes only at boundary pixels.
+    image, mask = sample.image.astype(int), sample.mask.astype(bool)
+    steps = (np.diff(image, axis=1) != 0) & ~mask[:, 1:] & ~mask[:, :-1]
+    assert not steps.any()

@@ -29,7 +29,9 @@ def test_reference_table_is_a_permutation() -> None:
     assert sorted(REFERENCE_PERM.tolist()) == list(range(256))
 
 
-@pytest.mark.parametrize(("x_range", "y_range", "n"), [((0.1, 300.3), (3.05, 40.7), 97), ((0.0, 7.9), (250.2, 260.0), 61)])
+@pytest.mark.parametrize(
+    ("x_range", "y_range", "n"), [((0.1, 300.3), (3.05, 40.7), 97), ((0.0, 7.9), (250.2, 260.0), 61)]
+)
 def test_matches_noise_pnoise2(x_range: tuple[float, float], y_range: tuple[float, float], n: int) -> None:
     # noise.pnoise2 works in float32: hand it exactly the coordinates we use.
     xs = np.linspace(*x_range, n).astype(np.float32).astype(np.float64)
