@@ -174,7 +174,7 @@ def _save_tiny_unet(uri: str, task: str = "segmentation") -> None:
 
 
 def test_evaluator_resolves_store_view_and_caches_the_model(grain_view, grain_folder, tmp_path, monkeypatch):
-    import stores.store
+    import stores
     from loop.evaluator_actor import Evaluator
     from loop.model import model_from_checkpoint
 
@@ -190,7 +190,7 @@ def test_evaluator_resolves_store_view_and_caches_the_model(grain_view, grain_fo
             assert split == "val"
             return grain_view
 
-    monkeypatch.setattr(stores.store, "RunStore", FakeStore)
+    monkeypatch.setattr(stores, "RunStore", FakeStore)
     ckpt = str(tmp_path / "ckpt" / "c0.pt")
     _save_tiny_unet(ckpt)
     # Metrics in 2 forked worker processes, the batches smaller than the view: same rows as in-process.
