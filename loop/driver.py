@@ -133,10 +133,14 @@ class CycleDriver:
         started = time.time()
         self.say(f"  generate: {total} samples in {len(plans)} batches ({done} already committed)")
 
+        shown = done
+
         def tick(plan: BatchPlan) -> None:
-            nonlocal done
+            nonlocal done, shown
             done += len(plan)
-            self.say(f"  generate: {done}/{total}")
+            if done == total or done - shown >= total / 10:  # about ten progress lines per cycle
+                shown = done
+                self.say(f"  generate: {done}/{total} ({time.time() - started:.0f} s)")
 
         run_plans(self.store.uri, self.config.generator, todo, workers=self.workers if self.remote else 1,
                   on_done=tick)
