@@ -32,8 +32,10 @@ class RunConfig(_Dict):
     Cycle 0 renders ``n_train`` training samples (``initial_policy``) and ``n_val`` fixed
     validation samples, trains from scratch and evaluates. Each of the ``cycles`` further
     cycles asks ``policy`` for ``n_per_cycle`` samples, fine-tunes the previous cycle's
-    model on them (``finetune_on="new"``, as in the paper) or on all training samples so far
-    (``"all"``), and evaluates. ``workers`` generator workers (0 = one per CPU of the cluster)
+    model on all training samples so far (``finetune_on="all"``, the default) or on the new
+    ones only (``"new"``), and evaluates. "all" is the default: fine-tuning a cpu-preset model
+    on its 100 new samples alone lowered the validation mIoU from 0.66 to 0.51 in one cycle
+    (it forgets); with the paper's 1000 new samples per cycle "new" is a fair choice. ``workers`` generator workers (0 = one per CPU of the cluster)
     write batches of ``batch_size`` samples. ``real_dir``: a folder of real labelled images
     scored after every cycle.
     """
@@ -50,7 +52,7 @@ class RunConfig(_Dict):
     n_per_cycle: int = 100
     batch_size: int = 16
     workers: int = 0
-    finetune_on: str = "new"
+    finetune_on: str = "all"
     real_dir: str | None = None
 
     def __post_init__(self) -> None:
