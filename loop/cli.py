@@ -177,16 +177,16 @@ def status(run: str, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"{info['run']} — {info['generator']}, policy {info['policy']}, preset {info['preset']}")
-    for column in ("cycle", "state", "samples", "val miou", "val error", "real miou", "real error", "wall s (gen/train/eval)"):
-        table.add_column(column)
+    for column in ("cycle", "state", "samples", "val miou", "val error", "real miou", "real error", "s gen/train/eval"):
+        table.add_column(column, no_wrap=column != "samples")
     for c in info["cycles"]:
         val, real, wall = c.get("val", {}), c.get("real", {}), c["wall_s"]
         table.add_row(
-            str(c["cycle"]), c["state"], ", ".join(f"{k} {v}" for k, v in c["samples"].items()),
+            str(c["cycle"]), c["state"], ", ".join(f"{k.split(':')[0]} {v}" for k, v in c["samples"].items()),
             _fmt(val.get("miou")), _fmt(val.get("error")), _fmt(real.get("miou")), _fmt(real.get("error")),
             "/".join(_fmt(wall.get(k), ".0f") for k in ("generated", "trained", "evaluated")),
         )
-    Console().print(table)
+    Console(width=max(100, Console().width)).print(table)
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -267,9 +267,16 @@ def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int
     cycle = _pick_checkpoint(store, cycle)
     name = checkpoint_name(cycle)
     reports = store.path("reports", f"real_{name.removesuffix('.pt')}")
-    overlays = reports if "://" not in reports or reports.startswith("file://") else None
-    result = Evaluator(tile=tile, overlap=overlap).evaluate_real(store.path("checkpoints", name), real_dir,
-                                                                 overlay_dir=overlays)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Overlays are drawn on local disk; for a run on an object store they are copied there after.
+        local = "://" not in reports
+        result = Evaluator(tile=tile, overlap=overlap).evaluate_real(store.path("checkpoints", name), real_dir,
+                                                                     overlay_dir=reports if local else tmp)
+        if not local:
+            fs, root = fsspec.core.url_to_fs(reports)
+            fs.put(f"{tmp}/", root, recursive=True)
     with fsspec.open(f"{reports}/scores.json", "w", auto_mkdir=True) as fh:
         fh.write(json.dumps(result, indent=2, default=_json_default))
     if as_json:
@@ -289,7 +296,7 @@ def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int
         table.add_row(row["name"], *(_fmt(row[k]) for k in metrics))
     table.add_row("mean ± sd", *(f"{result[k]:.4f} ± {result[k + '_std']:.4f}" for k in metrics), style="bold")
     Console().print(table)
-    click.echo(f"wrote {reports}/scores.json" + (" and overlays" if overlays else ""))
+    click.echo(f"wrote {reports}/scores.json and overlays")
 
 
 def _pick_checkpoint(store: Any, cycle: int | None) -> int:
@@ -385,6 +392,55 @@ def bench_loop_cmd(preset: str, cycles: int, as_json: bool) -> None:
     from loop.bench_loop import bench_loop
 
     _print_bench(f"loop bench loop ({preset}, {cycles} cycles)", bench_loop(preset, cycles), as_json)
+
+
+@main.command("compare")
+@click.argument("out")
+@click.option("--policies", default=None,
+              help="Policies to compare, comma-separated, e.g. random,worst10,sobol or random,worst:k=0.1,m=10.")
+@click.option("--seeds", type=int, default=None, help="Runs per policy, seeds 1..N (the paper used 50).")
+@click.option("--preset", default=None, help="Training and data-size preset: paper, cpu (default), smoke.")
+@click.option("--cycles", type=int, default=None, help="Adaptive cycles after the shared cycle 0 (default 3).")
+@click.option("--generator", "generator_name", default=None, help="Generator (default grains).")
+@click.option("--real", "real_dir", default=None, help="Folder of real labelled images scored after every cycle.")
+@click.option("--n-train", type=int, default=None, help="Initial training samples (preset default).")
+@click.option("--n-val", type=int, default=None, help="Validation samples (preset default).")
+@click.option("--n-per-cycle", type=int, default=None, help="New samples per cycle (preset default).")
+@click.option("--size", type=int, default=None, help="Image side in px (preset default).")
+@click.option("--parallel", type=int, default=None,
+              help="Runs driven at once (default: from the cluster's GPUs; one at a time on CPUs).")
+@click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray).")
+@click.option("--report", "report_only", is_flag=True, help="Only re-render OUT's report and plots from its runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report's data as one JSON object.")
+def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str | None, cycles: int | None,
+                generator_name: str | None, real_dir: str | None, n_train: int | None, n_val: int | None,
+                n_per_cycle: int | None, size: int | None, parallel: int | None, address: str | None,
+                report_only: bool, as_json: bool) -> None:
+    """Compare sampling policies over seeds 1..N from a shared cycle 0: statistics, t-tests, plots in OUT.
+
+    Resumes: finished runs are kept, half-finished ones resumed. Settings are frozen in
+    OUT/compare.toml; `loop compare OUT` alone goes on with them.
+    """
+    from loop.compare import compare
+    from loop.report import write_report
+
+    say = (lambda line: None) if as_json else _say
+    if report_only:
+        given = dict(policies=policies, seeds=seeds, preset=preset, cycles=cycles, generator=generator_name,
+                     real_dir=real_dir, n_train=n_train, n_val=n_val, n_per_cycle=n_per_cycle, size=size)
+        named = [k for k, v in given.items() if v is not None]
+        if named:
+            raise click.UsageError(f"--report re-renders OUT as it is; it takes no settings (got --{named[0].replace('_', '-')})")
+        result = write_report(out, say=say)
+    else:
+        result = compare(out, dict(policies=policies, seeds=seeds, preset=preset, cycles=cycles,
+                                   generator=generator_name, real_dir=real_dir, n_train=n_train, n_val=n_val,
+                                   n_per_cycle=n_per_cycle, size=size),
+                         address=address, parallel=parallel, say=say)
+    if as_json:
+        from loop.report import json_ready
+
+        _echo_json(json_ready(result))
 
 
 if __name__ == "__main__":  # pragma: no cover
