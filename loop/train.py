@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from loop.augment import augment_pair, resize_pair, to_unit_float
 from loop.checkpoints import load_checkpoint, load_state_into, save_checkpoint
@@ -76,20 +76,32 @@ class TrainResult:
         return d
 
 
-class _SeededSampler(Sampler):
-    """A shuffled order of ``range(n)``, each index paired with an augmentation seed."""
+class _StageBatches(Sampler):
+    """``epochs`` epochs of batches of ``(index, augmentation seed)`` pairs, as one stream.
 
-    def __init__(self, n: int, generator: torch.Generator):
+    Each epoch is a fresh shuffled order of ``range(n)`` cut into batches; a short last batch
+    is dropped (BatchNorm needs > 1 sample) unless it is the only one. One stream for the
+    whole stage keeps the loader workers busy across epoch boundaries instead of draining
+    and refilling their queue every epoch.
+    """
+
+    def __init__(self, n: int, batch_size: int, epochs: int, generator: torch.Generator):
         self.n = n
+        self.batch_size = batch_size
+        self.epochs = epochs
         self.generator = generator
+        self.steps_per_epoch = n // batch_size if n > batch_size else 1
 
     def __len__(self) -> int:
-        return self.n
+        return self.epochs * self.steps_per_epoch
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = torch.randperm(self.n, generator=self.generator).tolist()
-        seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator).tolist()
-        return iter(zip(order, seeds))
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for _ in range(self.epochs):
+            order = torch.randperm(self.n, generator=self.generator).tolist()
+            seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator).tolist()
+            pairs = list(zip(order, seeds))
+            for step in range(self.steps_per_epoch):
+                yield pairs[step * self.batch_size:(step + 1) * self.batch_size]
 
 
 class PairDataset(Dataset):
@@ -151,12 +163,12 @@ def stage_generator(seed: int, stage_index: int) -> torch.Generator:
 
 def make_loader(
     view: Any, task: str, stage: Stage, cfg: TrainConfig, device: torch.device, generator: torch.Generator,
-    *, augment: bool = True,
+    *, augment: bool = True, epochs: int = 1,
 ) -> DataLoader:
-    """The DataLoader of one stage: seeded shuffling, per-sample augmentation seeds, the stage's size."""
+    """The DataLoader of ``epochs`` epochs of one stage, as one stream of batches: seeded
+    shuffling, per-sample augmentation seeds, the stage's size."""
     dataset = PairDataset(view, task, stage.size, cfg.augment if augment else None)
-    # Drop a short last batch (BatchNorm needs > 1 sample) unless it is the only one.
-    batches = BatchSampler(_SeededSampler(len(view), generator), stage.batch_size, drop_last=len(view) > stage.batch_size)
+    batches = _StageBatches(len(view), stage.batch_size, epochs, generator)
     return DataLoader(
         dataset,
         batch_sampler=batches,
@@ -231,25 +243,22 @@ def _run_stage(
         params, lr=stage.lr_max, weight_decay=cfg.weight_decay, betas=(cfg.max_momentum, 0.99),
         fused=device.type == "cuda",
     )
-    steps = len(loader)
+    steps = loader.batch_sampler.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=stage.lr_max, total_steps=stage.epochs * steps, pct_start=cfg.pct_start,
         div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=True,
         base_momentum=cfg.base_momentum, max_momentum=cfg.max_momentum,
     )
+    batches = iter(loader)
     for epoch in range(stage.epochs):
         model.train()
         losses: list[torch.Tensor] = []
         images = 0
         wait = 0.0
         t_epoch = time.perf_counter()
-        batches = iter(loader)
-        while True:
+        for _ in range(steps):
             t0 = time.perf_counter()
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                break
+            x, y = next(batches)
             x, y = _input(to_device(x, device), model_cfg.in_channels), to_device(y, device)
             wait += time.perf_counter() - t0
             optimizer.zero_grad(set_to_none=True)
@@ -319,7 +328,8 @@ def train(
     stats = _Stats()
     with _determinism(cfg.deterministic, dev.type == "cuda"):
         for i, stage in enumerate(cfg.stages):
-            loader = make_loader(view, model_cfg.task, stage, cfg, dev, stage_generator(cfg.seed, i))
+            loader = make_loader(view, model_cfg.task, stage, cfg, dev, stage_generator(cfg.seed, i),
+                                 epochs=stage.epochs)
             _run_stage(model, loader, i, stage, cfg, model_cfg, loss_fn, dev, precision, stats, progress)
             del loader  # ends this stage's persistent workers before the next stage starts its own
     set_encoder_frozen(model, False)

@@ -130,3 +130,16 @@ def test_bench_train_reports_its_figures():
     assert report["data_path_efficiency"] == pytest.approx(
         report["train_images_per_s"] / report["bare_train_images_per_s"])
     assert report["size_px"] == 64 and report["n_images"] == 8 and np.isfinite(report["final_loss"])
+
+
+def test_a_stage_is_one_stream_of_epochs(grains):
+    stage = Stage(size=32, epochs=3, freeze_encoder=False, lr_max=1e-3, batch_size=6)
+    cfg = SMOKE.train
+    dev = torch.device("cpu")
+    one = [x.clone() for x, _ in make_loader(grains, "segmentation", stage, cfg, dev, stage_generator(7, 0))]
+    loader = make_loader(grains, "segmentation", stage, cfg, dev, stage_generator(7, 0), epochs=3)
+    three = [x.clone() for x, _ in loader]
+    assert len(loader) == len(three) == 3 * len(one)
+    # The first epoch of the stream is the single-epoch loader's; later epochs are reshuffled.
+    assert all(torch.equal(a, b) for a, b in zip(one, three[: len(one)]))
+    assert not all(torch.equal(a, b) for a, b in zip(one, three[len(one): 2 * len(one)]))
