@@ -100,6 +100,17 @@ class _Range(Dimension):
         return {"name": self.name, "kind": self.kind, "low": self.low, "high": self.high,
                 "unit": self.unit, "description": self.description}
 
+    # Real-valued by default; Integer overrides these three.
+    def validate(self, value: Any) -> float:
+        return self._number(value)
+
+    def clip(self, value: Any) -> float:
+        return float(min(max(float(value), self.low), self.high))
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return pa.float64()
+
 
 @dataclass(frozen=True)
 class Continuous(_Range):
@@ -113,15 +124,6 @@ class Continuous(_Range):
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         return np.clip(self.low + np.asarray(u, dtype=float) * (self.high - self.low), self.low, self.high)
 
-    def validate(self, value: Any) -> float:
-        return self._number(value)
-
-    def clip(self, value: Any) -> float:
-        return float(min(max(float(value), self.low), self.high))
-
-    @property
-    def arrow_type(self) -> pa.DataType:
-        return pa.float64()
 
 
 @dataclass(frozen=True)
@@ -143,15 +145,6 @@ class LogRange(_Range):
         lo, hi = math.log(self.low), math.log(self.high)
         return np.clip(np.exp(lo + np.asarray(u, dtype=float) * (hi - lo)), self.low, self.high)
 
-    def validate(self, value: Any) -> float:
-        return self._number(value)
-
-    def clip(self, value: Any) -> float:
-        return float(min(max(float(value), self.low), self.high))
-
-    @property
-    def arrow_type(self) -> pa.DataType:
-        return pa.float64()
 
 
 @dataclass(frozen=True)
