@@ -36,18 +36,22 @@ class Journal:
                 fh.flush()
                 os.fsync(fh.fileno())
         else:  # object stores have no append: rewrite the whole object (a single atomic put)
-            existing = self._fs.cat_file(self._path).decode() if self._fs.exists(self._path) else ""
-            self._fs.pipe_file(self._path, (existing + line).encode())
+            self._fs.pipe_file(self._path, self._raw() + line.encode())
         return record
 
     def events(self) -> list[dict[str, Any]]:
         """All complete events in order; a torn last line is skipped with a warning."""
         return list(self._read())
 
+    def _raw(self) -> bytes:
+        # Read, not an existence check first: an object store's cached listing may be stale.
+        try:
+            return self._fs.cat_file(self._path)
+        except FileNotFoundError:
+            return b""
+
     def _read(self) -> Iterator[dict[str, Any]]:
-        if not self._fs.exists(self._path):
-            return
-        lines = self._fs.cat_file(self._path).decode("utf-8").splitlines()
+        lines = self._raw().decode("utf-8").splitlines()
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue

@@ -1,12 +1,32 @@
-"""One ``loop`` process per run: an exclusive lock on ``RUN/.lock``."""
+"""One ``loop`` process per run: an exclusive lock on ``RUN/.lock``.
+
+Local disk: an advisory ``flock``, dropped by the OS when the holder dies. Object stores
+(``s3://``...): a lease, ``RUN/.lock`` created with a conditional put (put-if-absent) and
+renewed by a background thread. A lease that was not renewed for ``lease_s`` seconds, or
+whose holder was a process of this host that is gone (a ``kill -9``), is taken over. The
+lease is a guard against starting a second driver by mistake, not a consensus protocol:
+hosts' clocks must agree to well within ``lease_s``, and a takeover racing another takeover
+is not excluded.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import socket
+import threading
+import time
+import uuid
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+LEASE_S = 60.0
+"""Seconds after its last renewal that an object-store lease counts as abandoned."""
 
 
 class RunLockedError(RuntimeError):
@@ -14,18 +34,22 @@ class RunLockedError(RuntimeError):
 
 
 class RunLock:
-    """An advisory ``flock`` on a file in a local run directory, released when the holder dies.
+    """The lock of run ``run`` (a local directory, a ``file://`` URI or an fsspec URI); ``None``: no lock."""
 
-    Object-store runs have no lock file semantics; for them the lock is a no-op and the
-    user must not start two drivers on the same URI (said in deploy/README.md).
-    """
-
-    def __init__(self, run_dir: str | None):
-        self.path = Path(run_dir) / ".lock" if run_dir else None
+    def __init__(self, run: str | None, lease_s: float = LEASE_S):
+        self.path: Path | None = None
+        self._lease: ObjectLease | None = None
+        if run and "://" in run and not run.startswith("file://"):
+            self._lease = ObjectLease(run, lease_s)
+        elif run:
+            self.path = Path(run.removeprefix("file://")) / LOCK_FILE
         self._fh: IO[str] | None = None
 
     def acquire(self) -> "RunLock":
         """Take the lock or raise :class:`RunLockedError` naming the holder."""
+        if self._lease is not None:
+            self._lease.acquire()
+            return self
         if self.path is None:
             return self
         fh = open(self.path, "a+", encoding="utf-8")
@@ -44,7 +68,9 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        """Drop the lock (also dropped by the OS when the process dies)."""
+        """Drop the lock (a local lock is also dropped by the OS when the process dies)."""
+        if self._lease is not None:
+            self._lease.release()
         if self._fh is not None:
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
@@ -55,3 +81,108 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class ObjectLease:
+    """A renewed lease on ``RUN/.lock`` of a run on an object store (see the module docstring)."""
+
+    def __init__(self, run: str, lease_s: float = LEASE_S):
+        from stores.location import Location
+
+        if not lease_s > 0:
+            raise ValueError(f"lease_s: expected a number of seconds > 0, got {lease_s!r}")
+        self.run = run
+        self.lease_s = float(lease_s)
+        self._location = Location(run)
+        self._token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _record(self) -> bytes:
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": self._token,
+                           "renewed": time.time(), "lease_s": self.lease_s}).encode()
+
+    def holder(self) -> dict[str, Any] | None:
+        """The current lease record, or ``None`` when nobody holds the lease."""
+        try:
+            raw = self._location.read_bytes(LOCK_FILE)
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict) or not {"pid", "host", "token", "renewed"} <= set(record):
+                raise ValueError("missing fields")
+            return record
+        except ValueError:
+            raise RunLockedError(f"{self._location.url(LOCK_FILE)}: not a lease written by loop; "
+                                 "delete it if no driver runs on this run") from None
+
+    def acquire(self) -> None:
+        """Take the lease (or an abandoned one) and start renewing it; :class:`RunLockedError` if held."""
+        try:
+            self._location.create_exclusive(LOCK_FILE, self._record())
+        except FileExistsError:
+            holder = self.holder()
+            if holder is not None:
+                self._check_abandoned(holder)
+                log.warning("run %s: taking over the abandoned lease of pid %s on %s", self.run,
+                            holder["pid"], holder["host"])
+                self._location.remove(LOCK_FILE)
+            try:
+                self._location.create_exclusive(LOCK_FILE, self._record())
+            except FileExistsError:
+                raise RunLockedError(f"run {self.run} was locked by another process meanwhile; "
+                                     "wait for it or stop it first") from None
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renew, name="run-lease", daemon=True)
+        self._thread.start()
+
+    def _check_abandoned(self, holder: dict[str, Any]) -> None:
+        age = time.time() - float(holder["renewed"])
+        lease_s = float(holder.get("lease_s", self.lease_s))  # the holder's own lease length
+        if holder["host"] == socket.gethostname() and not _pid_alive(int(holder["pid"])):
+            return
+        if age > lease_s:
+            return
+        raise RunLockedError(
+            f"run {self.run} is in use by pid {holder['pid']} on {holder['host']} (lease renewed "
+            f"{max(age, 0):.0f} s ago); wait for it or stop it first. If that driver is gone, its "
+            f"lease expires {lease_s - max(age, 0):.0f} s from now")
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_s / 6):
+            try:
+                holder = self.holder()
+                if holder is None or holder["token"] != self._token:
+                    log.error("run %s: lost the run lease (now held by %s); another driver may be running",
+                              self.run, holder and f"pid {holder['pid']} on {holder['host']}")
+                    return
+                self._location.write_bytes(LOCK_FILE, self._record())
+            except Exception as exc:  # noqa: BLE001 - a failed renewal is retried at the next tick
+                log.warning("run %s: renewing the run lease failed (%s); retrying", self.run, exc)
+
+    def release(self) -> None:
+        """Stop renewing and delete the lease if it is still this process's."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        try:
+            holder = self.holder()
+        except RunLockedError:
+            return
+        if holder is not None and holder["token"] == self._token:
+            self._location.remove(LOCK_FILE)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -81,7 +81,7 @@ def resume_run(run: str, cycles: int | None = None, *, address: str | None = Non
 def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None], *, started: bool) -> None:
     from stores import RunStore
 
-    with RunLock(_local_dir(run)):
+    with RunLock(run):
         store = RunStore.open(run, recover=True)
         for batch in getattr(store, "recovered", []) or []:
             say(f"recovered: removed uncommitted batch {batch}")
@@ -117,6 +117,10 @@ def _actors() -> Iterator[tuple[Any, Any, int]]:
     # The actors work between generation phases, never during one, so they reserve no CPU
     # slot: generator tasks get every CPU of the cluster.
     options = {**trainer_actor_options(resources), "num_cpus": 0}
+    if options.get("num_gpus"):
+        # They also take turns on the GPU, so each reserves half of one: a whole GPU each would
+        # leave the evaluator unscheduled, and the run waiting for it, on a one-GPU cluster.
+        options["num_gpus"] = 0.5
     trainer = TrainerActor.options(**options).remote()
     evaluator = EvaluatorActor.options(**options).remote()
     try:
@@ -124,12 +128,6 @@ def _actors() -> Iterator[tuple[Any, Any, int]]:
     finally:
         for actor in (trainer, evaluator):
             ray.kill(actor)
-
-
-def _local_dir(run: str) -> str | None:
-    if "://" in run and not run.startswith("file://"):
-        return None
-    return run.removeprefix("file://")
 
 
 def _target_cycles(journal: Journal, config: RunConfig) -> int:

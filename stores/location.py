@@ -3,8 +3,11 @@
 A run is a local path or an fsspec URI (``file://``, ``s3://``, ``memory://``...). Everything
 goes through the fsspec filesystem, except where local disk needs something fsspec does
 not give: an exclusive create, a link-or-fail commit and ``fsync`` (the local fast path).
-On an object store a single put is atomic, so a commit is one put; the existence check
-before it is not atomic there (object stores have no portable put-if-absent in fsspec).
+On an object store a single put is atomic, so a commit is one put, made conditional
+(``pipe_file(mode="create")``): s3fs sends it as a put-if-absent (``If-None-Match: *``), which
+S3 and most S3-compatible servers honour; other fsspec filesystems fall back to an existence
+check before the put, which is not atomic. Object-store listings are never cached: other
+processes (Ray workers, a second reader) add files, and a cached listing would hide them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class Location:
         if not text:
             raise StoreError("run location: expected a path or URI, got an empty string")
         if "://" in text:
-            fs, root = fsspec.core.url_to_fs(text)
+            fs, root = fsspec.core.url_to_fs(text, use_listings_cache=False)
         else:
             fs, root = LocalFileSystem(), os.path.abspath(text)
         self.fs: fsspec.AbstractFileSystem = fs
@@ -107,9 +110,7 @@ class Location:
         """
         final = self.join(rel)
         if not self.local:
-            if self.fs.exists(final):
-                raise FileExistsError(final)
-            self.fs.pipe_file(final, data)
+            self._put_if_absent(final, data)
             return
         folder, name = posixpath.split(final)
         tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -129,19 +130,24 @@ class Location:
     def create_exclusive(self, rel: str, data: bytes) -> None:
         """Create file ``rel`` holding ``data``; raise ``FileExistsError`` if it exists.
 
-        Exclusive on local disk (``O_EXCL``); elsewhere an existence check then a put.
+        Exclusive on local disk (``O_EXCL``) and on S3 (a conditional put); elsewhere an
+        existence check then a put.
         """
         path = self.join(rel)
         if not self.local:
-            if self.fs.exists(path):
-                raise FileExistsError(path)
-            self.fs.pipe_file(path, data)
+            self._put_if_absent(path, data)
             return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+    def _put_if_absent(self, path: str, data: bytes) -> None:
+        # The check first: a server that ignores If-None-Match still refuses the common case.
+        if self.fs.exists(path):
+            raise FileExistsError(path)
+        self.fs.pipe_file(path, data, mode="create")
 
     def remove(self, rel: str) -> None:
         """Delete file ``rel`` if it exists."""
@@ -181,7 +187,8 @@ class Location:
 
         if self.local:
             return zarr.storage.LocalStore(self.join(rel), read_only=read_only)
-        return zarr.storage.FsspecStore.from_url(self.url(rel), read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(self.url(rel), read_only=read_only,
+                                                 storage_options={"use_listings_cache": False})
 
 
 def _fsync_dir(path: str) -> None:

@@ -56,7 +56,7 @@ def test_generate_show_query_end_to_end(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["generate", "{tmp}/r", "--generator", "nope", "--n", "2"], "unknown generator 'nope'; known: grains"),
+        (["generate", "{tmp}/r", "--generator", "nope", "--n", "2"], "unknown generator 'nope'; known: "),
         (["generate", "{tmp}/r", "--n", "2", "--size", "8"], "size: expected an integer in [32, 4096] px, got 8"),
         (["show", "{tmp}"], "not a run"),
         (["query", "{tmp}", "SELECT 1"], "not a run"),
