@@ -22,6 +22,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
+from stores.location import pid_alive
+
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
@@ -140,7 +142,7 @@ class ObjectLease:
     def _check_abandoned(self, holder: dict[str, Any]) -> None:
         age = time.time() - float(holder["renewed"])
         lease_s = float(holder.get("lease_s", self.lease_s))  # the holder's own lease length
-        if holder["host"] == socket.gethostname() and not _pid_alive(int(holder["pid"])):
+        if holder["host"] == socket.gethostname() and not pid_alive(int(holder["pid"])):
             return
         if age > lease_s:
             return
@@ -174,15 +176,3 @@ class ObjectLease:
             return
         if holder is not None and holder["token"] == self._token:
             self._location.remove(LOCK_FILE)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -34,7 +34,7 @@ from generators.space import ParamSpace
 from stores.dataset import DatasetView
 from stores.errors import StoreError
 from stores.images import IMAGE, MASK, ZARR_DIR, ImageArrays, check_stack
-from stores.location import Location
+from stores.location import Location, pid_alive
 from stores.runfile import RUNFILE, RunInfo, read_runfile, write_runfile
 from stores.tables import (
     METRIC_KEY_FIELDS, METRICS_DIR, PARAMS_DIR, SPLITS, build_metrics_table, build_params_table,
@@ -254,7 +254,7 @@ class RunStore:
             holder = json.loads(self._location.read_bytes(claim))
         except (FileNotFoundError, ValueError):
             return False
-        if holder.get("host") != socket.gethostname() or _pid_alive(int(holder.get("pid", -1))):
+        if holder.get("host") != socket.gethostname() or pid_alive(int(holder.get("pid", -1))):
             return False
         logger.warning("batch %d: taking over the claim of dead writer pid %s", batch, holder.get("pid"))
         self._images.delete(batch)
@@ -420,18 +420,6 @@ class RunStore:
                                  f"(or not in split={split!r}, cycles={cycles!r})")
             table, rows = table.take(pa.array(found)), rows[found]
         return DatasetView(self.uri, self.task, table, rows)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_batch(batch: Any) -> int:
