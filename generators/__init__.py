@@ -16,9 +16,13 @@ __all__ = [
     "TASKS", "Generator", "GeneratorError", "Sample", "check_size",
     "available", "get_generator", "register",
     "Choice", "Continuous", "Dimension", "Integer", "LogRange", "ParamSpace", "ParamSpaceError",
-    "GrainGenerator",
+    "GrainGenerator", "CrackGenerator",
 ]
 
 from generators.grains import GrainGenerator
 
 register("grains", GrainGenerator)
+
+from generators.cracks import CrackGenerator
+
+register("cracks", CrackGenerator)

@@ -11,7 +11,8 @@ How a cycle's ``n`` proposals are made:
   with ``view.metrics``; rows whose metric is null or NaN are left out. Of the ``N`` scored
   rows, the ``ceil(k·N)`` worst are taken (lowest first for a higher-is-better metric such
   as ``iou``, highest first for a lower-is-better one such as ``error``; ties by ascending
-  ``sample_id``), so the choice is deterministic.
+  ``sample_id``), so the choice is deterministic. Without a ``metric`` setting the metric
+  is ``iou``, or ``loss`` when the metrics are classification scores (no IoU there).
 * **Counts.** ``n`` is the caller's. With ``n == ceil(k·N)·m`` (see
   :meth:`WorstPolicy.suggested_n`) every parent gets ``m`` variations. Otherwise ``n`` is
   dealt round-robin over the worst, worst first: each gets ``n // W`` and the ``n % W``
@@ -68,7 +69,9 @@ class WorstPolicy(Policy):
         Dimensions to vary, ``"a|b"`` or a sequence of names; default all. Checked against
         the space when proposing.
     metric
-        Metric column to rank by (default ``"iou"``); one of :data:`METRIC_HIGHER_IS_BETTER`.
+        Metric column to rank by; one of :data:`METRIC_HIGHER_IS_BETTER`. Default ``"iou"``,
+        or ``"loss"`` when the view's metrics are classification scores (see
+        :meth:`metric_for`), so ``worst10`` works for either task.
     split
         Which rows of the parameter table are scored (default ``"val"``).
     """
@@ -76,12 +79,14 @@ class WorstPolicy(Policy):
     kind = "worst"
 
     def __init__(self, k: float | str = 0.1, m: int | str = 10, radius: float | str = 0.05,
-                 dims: str | tuple[str, ...] | None = None, metric: str = "iou", split: str = "val"):
+                 dims: str | tuple[str, ...] | None = None, metric: str | None = None, split: str = "val"):
         self.k = settings.number(self.kind, "k", k, low=0.0, high=1.0, low_open=True)
         self.m = settings.integer(self.kind, "m", m, low=1)
         self.radius = settings.number(self.kind, "radius", radius, low=0.0, high=1.0, low_open=True)
         self.dims = None if dims is None else settings.names(self.kind, "dims", dims)
-        self.metric = settings.choice(self.kind, "metric", metric, sorted(METRIC_HIGHER_IS_BETTER))
+        self._metric_given = metric is not None
+        self.metric = settings.choice(self.kind, "metric", "iou" if metric is None else metric,
+                                      sorted(METRIC_HIGHER_IS_BETTER))
         self.split = str(split).strip()
         if not self.split or any(c in self.split for c in ",=:"):
             raise PolicyError(f"policy 'worst': setting split={split} is not a split name; expected e.g. val")
@@ -102,31 +107,40 @@ class WorstPolicy(Policy):
         """``ceil(k·N)·m`` for the ``N`` scored validation rows of ``view``."""
         return self.worst(view).num_rows * self.m
 
+    def metric_for(self, view: PolicyView) -> str:
+        """The metric ranked by: the one set, else ``iou`` — or ``loss`` when ``view.metrics`` holds
+        classification scores (a ``p_true`` column and no ``iou``), which have no IoU."""
+        columns = view.metrics.column_names
+        if not self._metric_given and "iou" not in columns and "p_true" in columns:
+            return "loss"
+        return self.metric
+
     def worst(self, view: PolicyView) -> pa.Table:
         """The worst ``ceil(k·N)`` scored rows, worst first: ``sample_id``, the metric, the parameters."""
         names = list(view.space.names)
+        metric = self.metric_for(view)
         if view.metrics.num_rows == 0:
             raise PolicyError(
                 f"policy {self.name!r}: no validation metrics yet (cycle {view.cycle}); it varies the worst "
                 f"scored samples, so it needs an evaluated cycle — use random or sobol for the initial set"
             )
-        view.require_columns("metrics", ("sample_id", self.metric), self.name)
+        view.require_columns("metrics", ("sample_id", metric), self.name)
         view.require_columns("params", ("sample_id", "split", *names), self.name)
         rows = view.params.filter(pc.equal(view.params["split"], self.split)).select(["sample_id", *names])
-        scores = view.metrics.select(["sample_id", self.metric])
+        scores = view.metrics.select(["sample_id", metric])
         for label, table in (("view.params", rows), ("view.metrics", scores)):
             if pc.count_distinct(table["sample_id"]).as_py() != table.num_rows:
                 raise PolicyError(f"policy {self.name!r}: {label} repeats a sample_id; expected one row per sample")
-        scores = scores.set_column(1, self.metric, pc.cast(scores[self.metric], pa.float64()))
+        scores = scores.set_column(1, metric, pc.cast(scores[metric], pa.float64()))
         joined = rows.join(scores, "sample_id", join_type="inner")
-        joined = joined.filter(pc.invert(pc.fill_null(pc.is_nan(joined[self.metric]), True)))
+        joined = joined.filter(pc.invert(pc.fill_null(pc.is_nan(joined[metric]), True)))
         if joined.num_rows == 0:
             raise PolicyError(
-                f"policy {self.name!r}: no {self.split!r} row of view.params has a {self.metric!r} score "
+                f"policy {self.name!r}: no {self.split!r} row of view.params has a {metric!r} score "
                 f"({rows.num_rows} {self.split!r} rows, {view.metrics.num_rows} metric rows)"
             )
-        order = "ascending" if METRIC_HIGHER_IS_BETTER[self.metric] else "descending"
-        idx = pc.sort_indices(joined, sort_keys=[(self.metric, order), ("sample_id", "ascending")])
+        order = "ascending" if METRIC_HIGHER_IS_BETTER[metric] else "descending"
+        idx = pc.sort_indices(joined, sort_keys=[(metric, order), ("sample_id", "ascending")])
         count = max(1, math.ceil(self.k * joined.num_rows - _CEIL_SLACK))
         return joined.take(idx[:count])
 
