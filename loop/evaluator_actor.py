@@ -78,7 +78,7 @@ class Evaluator:
         self.tol = tol
         self.min_grain_area = min_grain_area
         self._pool: ProcessPoolExecutor | None = None
-        self._cached: tuple[tuple[str, str], nn.Module, str] | None = None
+        self._cached: tuple[tuple[str, str], nn.Module, str, int | None] | None = None
 
     def _model(self, checkpoint_uri: str) -> tuple[nn.Module, str]:
         """The model saved at ``checkpoint_uri`` on this evaluator's device, and its task."""
@@ -90,7 +90,7 @@ class Evaluator:
             self._cached = None  # free the old model before building the new one
             model, meta = model_from_checkpoint(checkpoint_uri, self.device)
             task = meta["model"].get("task", "segmentation")
-            self._cached = (key, model, task)
+            self._cached = (key, model, task, meta.get("input", {}).get("size"))
         return self._cached[1], self._cached[2]
 
     def evaluate(self, run_uri: str, checkpoint_uri: str, select: Mapping[str, Any] | None = None) -> list[dict]:
@@ -99,7 +99,6 @@ class Evaluator:
         Each row is a dict with ``sample_id`` and the metric columns of
         :func:`loop.evaluate.evaluate_view`, in view order.
         """
-        # The store's module, not the package: under pytest, tests/stores/ can shadow the package.
         from stores import RunStore
 
         if select is not None and not isinstance(select, Mapping):
@@ -123,10 +122,12 @@ class Evaluator:
         With ``overlay_dir``, overlay pictures are written there.
         """
         model, task = self._model(checkpoint_uri)
+        # A classifier sees real images at the size it was trained at (its last stage's).
+        class_size = self._cached[3] if task == "classification" else None
         table, summary = evaluate_real(
             model, real_dir, self.device, task=task, tile=self.tile, overlap=self.overlap,
             batch_size=self.batch_size, threshold=self.threshold, tol=self.tol,
-            min_grain_area=self.min_grain_area, overlay_dir=overlay_dir,
+            min_grain_area=self.min_grain_area, overlay_dir=overlay_dir, class_size=class_size,
         )
         return {**summary, "checkpoint": checkpoint_uri, "real_dir": str(Path(real_dir)), "images": table.to_pylist()}
 

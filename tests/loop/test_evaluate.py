@@ -268,3 +268,23 @@ def test_evaluator_actor_in_ray(ray_local, grain_view, grain_folder, tmp_path):
     assert ray.get(actor.device_name.remote()) == "cpu"
     ray.get(actor.close.remote())
     ray.kill(actor)
+
+
+def test_a_classifier_scores_real_images_at_its_training_size(grain_folder, tmp_path, monkeypatch):
+    import loop.evaluator_actor as actor_module
+    from loop.checkpoints import save_checkpoint
+    from loop.config import ModelConfig
+    from loop.model import build_model
+
+    cfg = ModelConfig(task="classification", encoder="resnet18")
+    ckpt = str(tmp_path / "cls.pt")
+    save_checkpoint(ckpt, build_model(cfg, seed=3).state_dict(), {"model": cfg.to_dict(), "input": {"size": 96}})
+    seen = {}
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return evaluate_real(*args, **kwargs)
+
+    monkeypatch.setattr(actor_module, "evaluate_real", spy)
+    actor_module.Evaluator(device="cpu", num_threads=1).evaluate_real(ckpt, str(grain_folder))
+    assert seen["class_size"] == 96 and seen["task"] == "classification"
