@@ -225,7 +225,7 @@ def show(run: str, n: int, out: str | None, split: str | None, seed: int) -> Non
         image, target = view[int(i)]
         images.append(image)
         is_mask = isinstance(target, np.ndarray)
-        masks.append(target if is_mask else None)
+        masks.append(target if is_mask else view.mask(int(i)))
         row = rows[int(i)]
         captions.append((row["sample_id"], {k: row[k] for k in names}, None if is_mask else target))
     png = render_contact_sheet(images, masks, captions)

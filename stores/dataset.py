@@ -57,6 +57,15 @@ class DatasetView:
             return image, int(self._labels[self._index(i)])
         return image, reader.read(batch, MASK, row)
 
+    def mask(self, i: int) -> np.ndarray | None:
+        """The i-th sample's pixel mask (for a classification run, e.g. the crack), or None if its batch stored none."""
+        batch, row = self.locate(i)
+        if self._labels is None:
+            return self._get_reader().read(batch, MASK, row)
+        if not self._get_reader().has(batch, MASK):
+            return None
+        return self._get_reader().read(batch, MASK, row)
+
     def locate(self, i: int) -> tuple[int, int]:
         """``(batch, row in the batch's arrays)`` of the i-th sample."""
         i = self._index(i)

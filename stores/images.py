@@ -188,6 +188,10 @@ class ChunkReader:
             self._handles[key] = handle
         return handle
 
+    def has(self, batch: int, name: str) -> bool:
+        """Whether ``batch`` stored an array called ``name``."""
+        return self.location.exists(ZARR_DIR, batch_group(batch), name, "zarr.json")
+
     def _open(self, batch: int, name: str) -> _Shard | zarr.Array:
         if self._store is None:
             self._store = self.location.zarr_store(ZARR_DIR, read_only=True)

@@ -68,6 +68,13 @@ def test_classification_view_gives_int_labels(tmp_path):
         image, label = view[i]
         assert isinstance(label, int) and label == row["label"]
         assert np.array_equal(image, images[i])
+        assert view.mask(i) is None  # this batch stored no masks
+    # A classification batch may carry pixel masks too (the crack); the view gives them on request.
+    rows, images, _ = make_batch(gen, [4, 5])
+    masks = (images > 128).astype(np.uint8)
+    store.write_batch(1, rows, images, masks)
+    view = store.view(sample_ids=[5])
+    assert isinstance(view[0][1], int) and np.array_equal(view.mask(0), masks[1])
 
 
 def test_torch_dataset_works_with_worker_processes(filled):
