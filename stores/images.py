@@ -94,6 +94,9 @@ class ImageArrays:
             arr = group.create_array(
                 name, shape=data.shape, dtype="uint8", chunks=(1, h, w), shards=(n, h, w),
                 compressors=ZstdCodec(level=ZSTD_LEVEL), fill_value=0,
+                # "c.0.0.0": one file beside zarr.json instead of three nested folders, each
+                # of which would need its own fsync.
+                chunk_key_encoding={"name": "default", "separator": "."},
                 dimension_names=("sample", "y", "x"), overwrite=True,
             )
             if not _own_layout(arr):

@@ -134,7 +134,7 @@ def test_arrays_in_another_layout_are_read_through_zarr(run, generator):
 
 def test_a_damaged_shard_index_is_reported(run, generator):
     run.write_batch(0, *make_batch(generator, [0, 1]))
-    shard = os.path.join(run.uri, ZARR_DIR, "b000000", "image", "c", "0", "0", "0")
+    shard = os.path.join(run.uri, ZARR_DIR, "b000000", "image", "c.0.0.0")
     with open(shard, "r+b") as f:
         f.seek(-10, os.SEEK_END)
         f.write(b"\xff")
