@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -54,3 +56,22 @@ def check_size(size: Any, low: int = 32, high: int = 4096) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not low <= size <= high:
         raise GeneratorError(f"size: expected an integer in [{low}, {high}] px, got {size!r}")
     return int(size)
+
+
+class StageClock:
+    """Adds the wall time of named generator stages to a dict (or does nothing without one).
+
+    ``with clock("texture"): ...`` — what ``render(..., timings=...)`` and ``loop bench generate`` use.
+    """
+
+    def __init__(self, timings: dict[str, float] | None):
+        self._timings = timings
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if self._timings is None:
+            yield
+            return
+        t0 = time.perf_counter()
+        yield
+        self._timings[stage] = self._timings.get(stage, 0.0) + time.perf_counter() - t0

@@ -30,17 +30,15 @@ import functools
 import math
 import tomllib
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from time import perf_counter
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
 from skimage.draw import line as draw_line
 
-from generators.base import GeneratorError, Sample, check_size
+from generators.base import GeneratorError, Sample, StageClock, check_size
 from generators.space import Choice, Continuous, LogRange, ParamSpace, ParamSpaceError
 from generators.textures import Exemplar, TextureBank, default_exemplars, exemplars_digest, load_exemplars
 
@@ -352,7 +350,7 @@ class CrackGenerator:
         size = check_size(size)
         seed = _check_seed(seed)
         ss_label, ss_texture, ss_crack, ss_noise = np.random.SeedSequence(seed).spawn(4)
-        clock = _Clock(timings)
+        clock = StageClock(timings)
 
         with clock("texture"):
             rng_texture = np.random.default_rng(ss_texture)
@@ -416,17 +414,3 @@ def crack_generator_from_file(path: str | Path, exemplars: str | Path | Sequence
     return CrackGenerator(exemplars=exemplars, space=load_space_file(path), space_source=f"space file {path}")
 
 
-class _Clock:
-    """Adds the wall time of named blocks to a dict (or does nothing without one)."""
-
-    def __init__(self, timings: dict[str, float] | None):
-        self._timings = timings
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        if self._timings is None:
-            yield
-            return
-        t0 = perf_counter()
-        yield
-        self._timings[stage] = self._timings.get(stage, 0.0) + perf_counter() - t0

@@ -16,14 +16,12 @@ curves, grain greys and texture, pixel noise), so changing an appearance paramet
 from __future__ import annotations
 
 import math
-import time
-from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from scipy import ndimage
 
-from generators.base import GeneratorError, Sample, check_size
+from generators.base import GeneratorError, Sample, StageClock, check_size
 from generators.perlin import perlin_image
 from generators.raster import Polylines, RasterError, band_mask, fill_labels, polylines
 from generators.space import Continuous, Integer, LogRange, ParamSpace
@@ -129,7 +127,7 @@ class GrainGenerator:
         p = self.space.validate(params)
         size = check_size(size)
         seed = _check_seed(seed)
-        clock = _Clock(timings)
+        clock = StageClock(timings)
         ss_tess, ss_curves, ss_texture, ss_noise = np.random.SeedSequence(seed).spawn(4)
         shape = (size, size)
         n = grain_count(size, p["grain_diameter"])
@@ -226,17 +224,3 @@ def _ridge_curves(tess: Tessellation, rng: np.random.Generator, p: Mapping[str, 
     return polylines(curves, junctions), left[order], right[order]
 
 
-class _Clock:
-    """Adds the wall time of named blocks to a dict (or does nothing without one)."""
-
-    def __init__(self, timings: dict[str, float] | None):
-        self._timings = timings
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        if self._timings is None:
-            yield
-            return
-        t0 = time.perf_counter()
-        yield
-        self._timings[stage] = self._timings.get(stage, 0.0) + time.perf_counter() - t0
