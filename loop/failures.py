@@ -1,0 +1,214 @@
+"""Failure analysis of a comparison: where in parameter space each policy's model fails most.
+
+For each parameter of the generator's space, the synthetic validation samples are cut into
+quantile bins of that parameter (a bin per value for a choice parameter, or an integer one
+with at most as many values as bins), and each bin
+gets the mean per-sample score (IoU for segmentation, error for classification) of
+
+* the cycle-0 model (the common start of every policy, from the base runs),
+* each policy's final model,
+
+pooled over the seeds, and the share of each policy's new training samples (cycles ≥ 1)
+that fell in the bin — which shows whether a policy sent its samples where the start
+failed. Rows come from SQL over the run's ``samples`` and ``params`` views
+(:func:`stores.query`, as ``loop query`` runs it); the ``samples`` view holds each
+validation sample's latest score, i.e. the final cycle's.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from generators.space import Choice, Integer, ParamSpace
+
+DEFAULT_BINS = 5
+WORST_REGIONS = 3
+
+
+def task_metric(task: str) -> tuple[str, bool]:
+    """The per-sample score the analysis bins, and whether higher is better."""
+    return ("iou", True) if task == "segmentation" else ("error", False)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def validation_scores(run: str, space: ParamSpace, metric: str) -> dict[str, np.ndarray]:
+    """Parameter values and latest ``metric`` of the validation samples of ``run`` (SQL over ``samples``)."""
+    from stores import query
+
+    columns = ", ".join(_quote(n) for n in space.names)
+    table = query(run, f"SELECT {columns}, {_quote(metric)} AS score FROM samples "
+                       f"WHERE split = 'val' AND {_quote(metric)} IS NOT NULL ORDER BY sample_id")
+    return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def new_samples(run: str, space: ParamSpace) -> dict[str, np.ndarray]:
+    """Parameter values of the training samples ``run`` added after cycle 0 (SQL over ``params``)."""
+    from stores import query
+
+    columns = ", ".join(_quote(n) for n in space.names)
+    table = query(run, f"SELECT {columns} FROM params WHERE split = 'train' AND cycle > 0 ORDER BY sample_id")
+    return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def _pool(parts: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    return {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in names}
+
+
+def _bins(dim: Any, values: np.ndarray, n_bins: int) -> tuple[list[str], Any]:
+    """Labels of the bins of one parameter and a function mapping values to bin indices."""
+    if isinstance(dim, Choice) or (isinstance(dim, Integer) and dim.high - dim.low + 1 <= n_bins):
+        options = list(dim.options) if isinstance(dim, Choice) else list(range(int(dim.low), int(dim.high) + 1))
+        lookup = {o: i for i, o in enumerate(options)}
+        return [str(o) for o in options], lambda x: np.array([lookup.get(v, -1) for v in x], dtype=np.int64)
+    edges = np.unique(np.quantile(values.astype(np.float64), np.linspace(0.0, 1.0, n_bins + 1)))
+    if len(edges) < 2:
+        edges = np.array([edges[0], edges[0]])
+    labels = [f"{_num(lo)}–{_num(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
+    inner = edges[1:-1]
+    return labels, lambda x: np.searchsorted(inner, np.asarray(x, dtype=np.float64), side="right")
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _mean_by_bin(index: np.ndarray, scores: np.ndarray, n: int) -> list[float | None]:
+    return [float(scores[index == b].mean()) if np.any(index == b) else None for b in range(n)]
+
+
+def analyse(space: ParamSpace, task: str, base_rows: Sequence[Mapping[str, np.ndarray]],
+            policy_rows: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
+            policy_new: Mapping[str, Sequence[Mapping[str, np.ndarray]]], n_bins: int = DEFAULT_BINS) -> dict[str, Any]:
+    """Bin the pooled validation scores per parameter (pure: rows in, tables out).
+
+    ``base_rows``: per seed, :func:`validation_scores` of the base run (cycle 0);
+    ``policy_rows``: per policy, per seed, the same for its final model; ``policy_new``:
+    per policy, per seed, :func:`new_samples`. Bin edges are the quantiles of the pooled
+    base validation values, so every policy is binned alike.
+    """
+    metric, higher_is_better = task_metric(task)
+    names = list(space.names)
+    base = _pool(base_rows, [*names, "score"])
+    pooled = {p: _pool(rows, [*names, "score"]) for p, rows in policy_rows.items()}
+    new = {p: _pool(rows, names) for p, rows in policy_new.items()}
+    parameters = []
+    for dim in space:
+        labels, to_bin = _bins(dim, base[dim.name], n_bins)
+        k = len(labels)
+        base_index = to_bin(base[dim.name])
+        entry: dict[str, Any] = {
+            "parameter": dim.name, "unit": dim.unit, "bins": labels,
+            "n_val": [int(np.sum(base_index == b)) for b in range(k)],
+            "cycle0": _mean_by_bin(base_index, base["score"], k),
+            "final": {}, "new_share": {},
+        }
+        for policy, rows in pooled.items():
+            entry["final"][policy] = _mean_by_bin(to_bin(rows[dim.name]), rows["score"], k)
+        for policy, rows in new.items():
+            index = to_bin(rows[dim.name]) if len(rows[dim.name]) else np.zeros(0, np.int64)
+            total = max(len(index), 1)
+            entry["new_share"][policy] = [float(np.sum(index == b) / total) for b in range(k)]
+        parameters.append(entry)
+    worst: dict[str, list[dict[str, Any]]] = {}
+    for policy in ["cycle 0", *pooled]:
+        cells = []
+        for entry in parameters:
+            means = entry["cycle0"] if policy == "cycle 0" else entry["final"][policy]
+            cells += [{"parameter": entry["parameter"], "bin": entry["bins"][b], "mean": m, "n": entry["n_val"][b]}
+                      for b, m in enumerate(means) if m is not None]
+        cells.sort(key=lambda c: c["mean"], reverse=not higher_is_better)
+        worst[policy] = cells[:WORST_REGIONS]
+    return {"metric": metric, "higher_is_better": higher_is_better, "n_bins": n_bins,
+            "n_val_samples": int(len(base["score"])), "parameters": parameters, "worst": worst}
+
+
+def collect_failures(space: ParamSpace, task: str, base_runs: Sequence[str], policy_runs: Mapping[str, Sequence[str]],
+                     n_bins: int = DEFAULT_BINS) -> dict[str, Any]:
+    """:func:`analyse` on run directories: the base runs and, per policy, its runs (same seeds, same order)."""
+    metric, _ = task_metric(task)
+    return analyse(
+        space, task,
+        [validation_scores(run, space, metric) for run in base_runs],
+        {p: [validation_scores(run, space, metric) for run in runs] for p, runs in policy_runs.items()},
+        {p: [new_samples(run, space) for run in runs] for p, runs in policy_runs.items()},
+        n_bins,
+    )
+
+
+def _cell(value: float | None, spec: str = ".3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def failures_markdown(analysis: Mapping[str, Any], plot: str | None = None) -> str:
+    """The failure analysis as Markdown: the worst regions per model, then one table per parameter."""
+    metric = analysis["metric"]
+    policies = list(next(iter(analysis["parameters"]))["final"]) if analysis["parameters"] else []
+    word = "lowest" if analysis["higher_is_better"] else "highest"
+    lines = [f"Mean validation {metric} per quantile bin of each parameter, pooled over the seeds "
+             f"({analysis['n_val_samples']} validation samples); *new %*: share of a policy's new training "
+             f"samples (cycles ≥ 1) in the bin.", ""]
+    if plot:
+        lines += [f"![failure analysis]({plot})", ""]
+    lines += [f"Regions with the {word} mean {metric}:", "", "| model | parameter | bin | mean " + metric + " | n |",
+              "|---|---|---|---|---|"]
+    for model, cells in analysis["worst"].items():
+        label = "cycle 0 (common start)" if model == "cycle 0" else model
+        for cell in cells:
+            lines.append(f"| {label} | {cell['parameter']} | {cell['bin']} | {cell['mean']:.3f} | {cell['n']} |")
+    for entry in analysis["parameters"]:
+        unit = f" ({entry['unit']})" if entry["unit"] else ""
+        head = ["bin" + unit, "n val", "cycle 0"] + [f"{p} final" for p in policies] + [f"{p} new %" for p in policies]
+        lines += ["", f"**{entry['parameter']}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for b, label in enumerate(entry["bins"]):
+            row = [label, str(entry["n_val"][b]), _cell(entry["cycle0"][b])]
+            row += [_cell(entry["final"][p][b]) for p in policies]
+            row += [_cell(100 * entry["new_share"][p][b], ".0f") for p in policies]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_failures(analysis: Mapping[str, Any]) -> bytes:
+    """PNG: one panel per parameter, mean score per bin for the cycle-0 model and each policy's
+    final model (lines), and each policy's share of new samples per bin (bars, right axis)."""
+    from matplotlib.figure import Figure
+
+    params = analysis["parameters"]
+    cols = min(4, max(1, len(params)))
+    rows = -(-len(params) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    policies = list(params[0]["final"]) if params else []
+    colours = {p: f"C{i}" for i, p in enumerate(policies)}
+    for ax, entry in zip(axes, params):
+        x = np.arange(len(entry["bins"]))
+        share_ax = ax.twinx()
+        width = 0.8 / max(1, len(policies))
+        for i, p in enumerate(policies):
+            share_ax.bar(x - 0.4 + (i + 0.5) * width, [100 * s for s in entry["new_share"][p]], width,
+                         color=colours[p], alpha=0.18)
+        share_ax.set_ylabel("new samples %", fontsize=7, color="grey")
+        share_ax.tick_params(labelsize=7, colors="grey")
+        ax.set_zorder(share_ax.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        ax.plot(x, [np.nan if v is None else v for v in entry["cycle0"]], "k--", marker=".", label="cycle 0")
+        for p in policies:
+            ax.plot(x, [np.nan if v is None else v for v in entry["final"][p]], marker="o", color=colours[p], label=p)
+        ax.set_title(entry["parameter"] + (f" ({entry['unit']})" if entry["unit"] else ""), fontsize=9)
+        ax.set_xticks(x, entry["bins"], rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(f"mean {analysis['metric']}", fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes[len(params):]:
+        ax.set_visible(False)
+    if params:
+        axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Where the models fail: validation {analysis['metric']} per parameter bin "
+                 f"(bars: share of each policy's new samples)", fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
