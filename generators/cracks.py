@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
 from skimage.draw import line as draw_line
 
 from generators.base import GeneratorError, Sample, StageClock, check_size
+from generators.imaging import noise_blur_uint8
 from generators.space import Choice, Continuous, LogRange, ParamSpace, ParamSpaceError
 from generators.textures import Exemplar, TextureBank, default_exemplars, exemplars_digest, load_exemplars
 
@@ -375,17 +375,7 @@ class CrackGenerator:
                 mask = np.zeros((size, size), dtype=np.uint8)
 
         with clock("noise_blur"):
-            if p["noise_sigma"] > 0:
-                noise = np.random.default_rng(ss_noise).random((size, size), dtype=np.float32)
-                noise -= np.float32(0.5)
-                noise *= np.float32(p["noise_sigma"] * math.sqrt(12.0))
-                image += noise
-            if p["blur_sigma"] > 0:
-                image = ndimage.gaussian_filter(image, p["blur_sigma"], mode="reflect", truncate=3.0)
-            image *= np.float32(255.0)
-            image += np.float32(0.5)
-            np.clip(image, 0.0, 255.0, out=image)
-            out = image.astype(np.uint8)
+            out = noise_blur_uint8(image, p["noise_sigma"], p["blur_sigma"], ss_noise)
         return Sample(image=out, mask=mask, label=label)
 
 
