@@ -168,7 +168,7 @@ def _loop_args(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def test_rayjobs_run_the_loop_on_the_raycluster() -> None:
-    from loop.run_config import RunConfig
+    from loop.config.run import RunConfig
 
     name = load(KUBERAY / "raycluster.yaml")["metadata"]["name"]
     runs = {}

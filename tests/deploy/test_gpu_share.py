@@ -9,7 +9,7 @@ import sys
 CODE = """
 import ray
 ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
-from loop.runs import _actors
+from loop.run.lifecycle import _actors
 with _actors() as (trainer, evaluator, workers):
     refs = [trainer.device.remote(), evaluator.device_name.remote()]
     ready, _ = ray.wait(refs, num_returns=2, timeout=240)

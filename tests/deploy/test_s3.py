@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 from s3server import BUCKET, keys
 
-from loop.checkpoints import load_checkpoint
-from loop.journal import Journal
-from loop.lock import LOCK_FILE, RunLock, RunLockedError
+from loop.train.checkpoints import load_checkpoint
+from loop.run.journal import Journal
+from loop.run.lock import LOCK_FILE, RunLock, RunLockedError
 from stores import RunStore
 
 SMALL_ARGS = ["--n-train", "8", "--n-val", "10", "--n-per-cycle", "6", "--size", "64", "--workers", "2"]
@@ -97,8 +97,8 @@ def test_a_run_lives_on_s3_end_to_end(s3_run) -> None:
 
 def test_recovery_removes_a_killed_writers_batch_on_s3(s3) -> None:
     from generators import get_generator
-    from loop.driver import policy_view
-    from loop.generation import plan_batches, render_plan
+    from loop.run.driver import policy_view
+    from loop.run.generation import plan_batches, render_plan
     from policies import get_policy
 
     gen = get_generator("grains")
@@ -153,7 +153,7 @@ def test_the_run_lease_on_s3(s3) -> None:
     run = f"s3://{BUCKET}/runs/lease"
     fs = fsspec.filesystem("s3", use_listings_cache=False)
     lock_key = f"{BUCKET}/runs/lease/{LOCK_FILE}"
-    code = ("import sys; from loop.lock import RunLock, RunLockedError\n"
+    code = ("import sys; from loop.run.lock import RunLock, RunLockedError\n"
             f"try:\n    RunLock({run!r}).acquire()\nexcept RunLockedError as e:\n    print(e); sys.exit(3)\n")
     with RunLock(run, lease_s=3):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -167,7 +167,7 @@ def test_the_run_lease_on_s3(s3) -> None:
     assert not fs.exists(lock_key)
 
     # A driver of this host killed with -9 leaves its lease behind; the next driver takes it over.
-    killed = ("import os, signal; from loop.lock import RunLock\n"
+    killed = ("import os, signal; from loop.run.lock import RunLock\n"
               f"RunLock({run!r}).acquire(); os.kill(os.getpid(), signal.SIGKILL)\n")
     subprocess.run([sys.executable, "-c", killed], timeout=120)
     assert fs.exists(lock_key)

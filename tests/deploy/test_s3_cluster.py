@@ -1,4 +1,4 @@
-"""The two-node loopback Ray cluster of ``tests/loop/test_cluster.py`` with the run on the loopback S3 server.
+"""The two-node loopback Ray cluster of ``tests/loop/run/test_cluster.py`` with the run on the loopback S3 server.
 
 Run with ``pytest -m cluster`` (CI does). The cluster's nodes are started with the S3
 endpoint and credentials in their environment, as a real cluster's nodes get them from
@@ -13,8 +13,8 @@ import sys
 import pytest
 from s3server import BUCKET, keys
 
-from loop.runs import run_status
-from tests.loop.test_cluster import loopback_cluster  # noqa: F401 - the fixture
+from loop.run.lifecycle import run_status
+from tests.loop.run.test_cluster import loopback_cluster  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.cluster
 

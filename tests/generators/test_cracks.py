@@ -218,8 +218,8 @@ def test_worst10_ranks_crack_samples_by_loss() -> None:
 
 @pytest.mark.slow
 def test_the_adaptive_loop_runs_on_cracks(ray_local, tmp_path) -> None:
-    from loop.run_config import RunConfig
-    from loop.runs import run_status, start_run
+    from loop.config.run import RunConfig
+    from loop.run.lifecycle import run_status, start_run
 
     run = str(tmp_path / "run")
     config = RunConfig.for_preset("smoke", generator="cracks", policy="worst10", cycles=1, n_train=8, n_val=10,

@@ -1,0 +1,349 @@
+"""Model and training configuration: frozen dataclasses, TOML-ready dicts, named presets.
+
+A run writes ``ModelConfig.to_dict()`` and ``TrainConfig.to_dict()`` into its ``run.toml``
+once; everything that trains reads them back with ``from_dict``. Every field is checked at
+construction and a bad value raises :class:`ConfigError` naming the field, the value and what
+was expected. TOML has no null, so ``to_dict`` leaves out fields whose value is ``None``
+and ``from_dict`` takes a missing field as its default.
+
+Presets (:func:`get_preset`):
+
+``paper``  the paper's schedule (§3.2.2) for a GPU: ResNet50 U-Net, head 20 epochs at 128 px,
+           head 10 epochs at 256 px, all layers 5 epochs at 512 px; for classification
+           (§3.1.2) head 4 epochs then all layers 5 epochs at 128 px.
+``cpu``    ResNet18: head 2 epochs at 64 px, all layers 3 epochs at 128 px; a fine-tune cycle
+           on 300 images of 128 px took about 1-2 minutes on a shared 2-core CPU.
+``smoke``  ResNet18 at 64 px, one epoch per stage; seconds, for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+TASKS = ("segmentation", "classification")
+ARCHS = {"segmentation": ("unet",), "classification": ("classifier",)}
+# ResNets only: the ImageNet loader adapts the first conv by its torchvision key name.
+ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+MAX_SIZE = 4096
+
+
+class ConfigError(ValueError):
+    """A configuration field has a value it cannot take."""
+
+
+def _fail(field_name: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{field_name}: expected {expected}, got {value!r}")
+
+
+def _int(field_name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(field_name, value, f"an integer in [{low}, {high}]")
+    return value
+
+
+def _float(field_name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (low < value if low_open else low <= value)
+        and value <= high
+    )
+    if not ok:
+        raise _fail(field_name, value, f"a number in {'(' if low_open else '['}{low}, {high}]")
+    return float(value)
+
+
+def _bool(field_name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(field_name, value, "true or false")
+    return value
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    # Frozen dataclasses normalise their own fields (int -> float, list -> tuple) once, here.
+    object.__setattr__(obj, name, value)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Dict:
+    """``to_dict`` / ``from_dict`` for the frozen config dataclasses below."""
+
+    _nested: dict[str, Any] = {}
+    _where = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (TOML-ready): lists for tuples, ``None`` fields left out."""
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if getattr(self, f.name) is not None
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str | None = None):
+        """Build from a ``to_dict`` form; unknown keys and bad values raise :class:`ConfigError`."""
+        where = where or cls._where
+        if not isinstance(data, Mapping):
+            raise _fail(where, data, "a table (mapping)")
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; expected some of {names}")
+        kwargs = dict(data)
+        for name, sub in cls._nested.items():
+            if name in kwargs:
+                kwargs[name] = sub(kwargs[name], where=f"{where}.{name}")
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Dict):
+    """Which network to build.
+
+    ``arch`` defaults to the task's only architecture ("unet" for segmentation, "classifier"
+    — ResNet encoder, global average pooling, linear head — for classification); ``classes``
+    defaults to 1 for segmentation (one boundary logit) and 2 for classification.
+    ``encoder_weights`` is a local file of ImageNet weights for the encoder, or ``None`` for
+    random initialisation; nothing is ever downloaded.
+    """
+
+    task: str = "segmentation"
+    arch: str | None = None
+    encoder: str = "resnet50"
+    in_channels: int = 1
+    classes: int | None = None
+    encoder_weights: str | None = None
+
+    _where = "model"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise _fail("model.task", self.task, f"one of {TASKS}")
+        archs = ARCHS[self.task]
+        if self.arch is None:
+            _set(self, "arch", archs[0])
+        elif self.arch not in archs:
+            raise _fail("model.arch", self.arch, f"one of {archs} for task {self.task!r}")
+        if self.encoder not in ENCODERS:
+            raise _fail("model.encoder", self.encoder, f"one of {ENCODERS}")
+        _int("model.in_channels", self.in_channels, 1, 16)
+        if self.classes is None:
+            _set(self, "classes", 1 if self.task == "segmentation" else 2)
+        elif self.task == "segmentation":
+            if self.classes != 1 or isinstance(self.classes, bool):
+                raise _fail("model.classes", self.classes, "1 for segmentation (one boundary logit per pixel)")
+        else:
+            _int("model.classes", self.classes, 2, 100_000)
+        if self.encoder_weights is not None and (not isinstance(self.encoder_weights, str) or not self.encoder_weights):
+            raise _fail("model.encoder_weights", self.encoder_weights, "a path to a local weights file, or none")
+
+
+@dataclass(frozen=True)
+class Stage(_Dict):
+    """One step of the schedule: ``epochs`` at ``size`` px, encoder frozen or not, one LR cycle."""
+
+    size: int
+    epochs: int
+    freeze_encoder: bool
+    lr_max: float
+    batch_size: int
+
+    _where = "stage"
+
+    def __post_init__(self) -> None:
+        _int("stage.size", self.size, 32, MAX_SIZE)
+        if self.size % 32:
+            raise _fail("stage.size", self.size, "a multiple of 32 (the U-Net halves the image 5 times)")
+        _int("stage.epochs", self.epochs, 1, 100_000)
+        _bool("stage.freeze_encoder", self.freeze_encoder)
+        _set(self, "lr_max", _float("stage.lr_max", self.lr_max, 0.0, 10.0, low_open=True))
+        _int("stage.batch_size", self.batch_size, 1, 1 << 16)
+
+
+@dataclass(frozen=True)
+class AugmentConfig(_Dict):
+    """On-the-fly augmentation (see :mod:`loop.train.augment`).
+
+    ``brightness``: additive shift drawn from [-b, b] (fraction of full scale);
+    ``contrast``: factor drawn from [1 - c, 1 + c] about the image mean;
+    ``stretch``: per-axis scale factors drawn from [1 - s, 1 + s] (anisotropic stretch and
+    squish), the result cropped or padded back to the input size. 0 disables each.
+    """
+
+    flip: bool = True
+    rot90: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.2
+    stretch: float = 0.1
+
+    _where = "augment"
+
+    def __post_init__(self) -> None:
+        _bool("augment.flip", self.flip)
+        _bool("augment.rot90", self.rot90)
+        _set(self, "brightness", _float("augment.brightness", self.brightness, 0.0, 1.0))
+        _set(self, "contrast", _float("augment.contrast", self.contrast, 0.0, 0.9))
+        _set(self, "stretch", _float("augment.stretch", self.stretch, 0.0, 0.5))
+
+
+def _stages(value: Any, *, where: str) -> tuple[Stage, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _fail(where, value, "a list of stage tables")
+    return tuple(s if isinstance(s, Stage) else Stage.from_dict(s, where=f"{where}[{i}]") for i, s in enumerate(value))
+
+
+def _augment(value: Any, *, where: str) -> AugmentConfig:
+    return value if isinstance(value, AugmentConfig) else AugmentConfig.from_dict(value, where=where)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Dict):
+    """How to train: the stages in order, one-cycle LR settings, AdamW, augmentation, loss.
+
+    One-cycle (``torch.optim.lr_scheduler.OneCycleLR``, one cycle per stage) goes from
+    ``lr_max / div_factor`` up to ``lr_max`` over ``pct_start`` of the steps, then down to
+    ``lr_max / (div_factor * final_div_factor)``; Adam's beta1 cycles the other way between
+    ``max_momentum`` and ``base_momentum`` (fastai's defaults, which the paper used).
+    The segmentation loss is ``dice_weight * Dice + bce_weight * BCE``.
+    ``deterministic``: same seed -> same weights (deterministic kernels, no cuDNN autotuning).
+    ``amp``: mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler);
+    ignored on the CPU.
+    """
+
+    stages: tuple[Stage, ...] = ()
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    max_momentum: float = 0.95
+    base_momentum: float = 0.85
+    weight_decay: float = 0.01
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    dice_weight: float = 1.0
+    bce_weight: float = 1.0
+    num_workers: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    amp: bool = True
+
+    _nested = {"stages": _stages, "augment": _augment}
+    _where = "train"
+
+    def __post_init__(self) -> None:
+        _set(self, "stages", _stages(self.stages, where="train.stages"))
+        if not self.stages:
+            raise _fail("train.stages", self.stages, "at least one stage")
+        _set(self, "augment", _augment(self.augment, where="train.augment"))
+        _set(self, "pct_start", _float("train.pct_start", self.pct_start, 0.0, 1.0, low_open=True))
+        if self.pct_start >= 1.0:
+            raise _fail("train.pct_start", self.pct_start, "a number in (0, 1)")
+        _set(self, "div_factor", _float("train.div_factor", self.div_factor, 1.0, 1e9))
+        _set(self, "final_div_factor", _float("train.final_div_factor", self.final_div_factor, 1.0, 1e12))
+        _set(self, "max_momentum", _float("train.max_momentum", self.max_momentum, 0.0, 1.0))
+        _set(self, "base_momentum", _float("train.base_momentum", self.base_momentum, 0.0, self.max_momentum))
+        _set(self, "weight_decay", _float("train.weight_decay", self.weight_decay, 0.0, 10.0))
+        _set(self, "dice_weight", _float("train.dice_weight", self.dice_weight, 0.0, 1e3))
+        _set(self, "bce_weight", _float("train.bce_weight", self.bce_weight, 0.0, 1e3))
+        if self.dice_weight == 0 and self.bce_weight == 0:
+            raise _fail("train.dice_weight/bce_weight", (0.0, 0.0), "at least one weight > 0")
+        _int("train.num_workers", self.num_workers, 0, 256)
+        _int("train.seed", self.seed, 0, 2**63 - 1)
+        _bool("train.deterministic", self.deterministic)
+        _bool("train.amp", self.amp)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named pair of model and training configuration.
+
+    ``classification_stages`` replaces the schedule when the preset is asked for the
+    classification task (the paper trained its crack classifier differently, §3.1.2).
+    """
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    description: str
+    classification_stages: tuple[Stage, ...] | None = None
+
+    def for_task(self, task: str, classes: int | None = None) -> "Preset":
+        """This preset for ``task`` (segmentation or classification, with ``classes``)."""
+        if task not in TASKS:
+            raise _fail("task", task, f"one of {TASKS}")
+        if task == self.model.task and classes is None:
+            return self
+        model = dataclasses.replace(self.model, task=task, arch=None, classes=classes)
+        train = self.train
+        if task == "classification" and self.classification_stages:
+            train = dataclasses.replace(train, stages=self.classification_stages)
+        return dataclasses.replace(self, model=model, train=train)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"preset": name, "model": {...}, "train": {...}}``, TOML-ready."""
+        return {"preset": self.name, "model": self.model.to_dict(), "train": self.train.to_dict()}
+
+
+PAPER = Preset(
+    name="paper",
+    description="the paper's schedule on a GPU: ResNet50 U-Net, head 20 ep @128, head 10 ep @256, all 5 ep @512",
+    model=ModelConfig(encoder="resnet50"),
+    train=TrainConfig(
+        stages=(
+            Stage(size=128, epochs=20, freeze_encoder=True, lr_max=1e-3, batch_size=64),
+            Stage(size=256, epochs=10, freeze_encoder=True, lr_max=1e-3, batch_size=32),
+            Stage(size=512, epochs=5, freeze_encoder=False, lr_max=3e-4, batch_size=16),
+        ),
+        num_workers=8,
+    ),
+    classification_stages=(
+        Stage(size=128, epochs=4, freeze_encoder=True, lr_max=1e-3, batch_size=256),
+        Stage(size=128, epochs=5, freeze_encoder=False, lr_max=3e-4, batch_size=256),
+    ),
+)
+
+CPU = Preset(
+    name="cpu",
+    description="ResNet18 U-Net on a small CPU: head 2 ep @64, all 3 ep @128",
+    model=ModelConfig(encoder="resnet18"),
+    train=TrainConfig(
+        stages=(
+            Stage(size=64, epochs=2, freeze_encoder=True, lr_max=3e-3, batch_size=16),
+            Stage(size=128, epochs=3, freeze_encoder=False, lr_max=1e-3, batch_size=16),
+        ),
+        num_workers=0,
+    ),
+)
+
+SMOKE = Preset(
+    name="smoke",
+    description="ResNet18 at 64 px, one epoch per stage: seconds, for tests",
+    model=ModelConfig(encoder="resnet18"),
+    train=TrainConfig(
+        stages=(
+            Stage(size=64, epochs=1, freeze_encoder=True, lr_max=3e-3, batch_size=4),
+            Stage(size=64, epochs=1, freeze_encoder=False, lr_max=1e-3, batch_size=4),
+        ),
+        num_workers=0,
+    ),
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (PAPER, CPU, SMOKE)}
+
+
+def get_preset(name: str, task: str = "segmentation", classes: int | None = None) -> Preset:
+    """The preset called ``name`` (see the module docstring), for ``task``."""
+    try:
+        preset = PRESETS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"preset: expected one of {', '.join(PRESETS)}, got {name!r}") from None
+    return preset.for_task(task, classes)

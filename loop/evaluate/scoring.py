@@ -1,0 +1,398 @@
+"""Score a model: per-sample metrics on a dataset view, and on a folder of real labelled images.
+
+:func:`evaluate_view` is what the policies read after each cycle (one row per validation
+sample, keyed by ``sample_id``); :func:`evaluate_real` is the paper's test on real images
+(§3.2.3), with tiled inference so any image size works; :func:`render_overlay` draws a
+prediction over its image for a person to look at (matplotlib's Agg canvas, no pyplot, so
+no global backend state is touched).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from skimage.transform import resize
+from torch import nn
+
+from loop.evaluate import infer
+from loop.evaluate.metrics import (
+    CLASSIFICATION_KEYS,
+    DEFAULT_MIN_GRAIN_AREA,
+    DEFAULT_TOLERANCE,
+    SEGMENTATION_KEYS,
+    EvaluationError,
+    as_binary_mask,
+    binary_cross_entropy,
+    classification_metrics_batch,
+    segmentation_metrics,
+)
+from loop.evaluate.real import RealFolder
+
+TASKS = infer.TASKS
+DEFAULT_THRESHOLD = 0.5
+"""Boundary probability at or above which a pixel is predicted boundary."""
+
+SEGMENTATION_COLUMNS = ("loss",) + SEGMENTATION_KEYS
+"""Metric columns of a segmentation table (``loss`` = mean per-pixel BCE in nats)."""
+
+
+def _metric_schema(columns: Sequence[str], leading: Sequence[tuple[str, pa.DataType]]) -> pa.Schema:
+    return pa.schema([pa.field(n, t) for n, t in leading] + [pa.field(c, pa.float64()) for c in columns])
+
+
+def _view_task(view: Any) -> str:
+    """Task of a view: its ``task`` attribute when it has one, else from its first target
+    (an H×W mask is segmentation, an integer class is classification)."""
+    declared = getattr(view, "task", None)
+    if declared is not None:
+        return declared
+    _, target = view[0]
+    if isinstance(target, np.ndarray) and target.ndim == 2:
+        return "segmentation"
+    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        return "classification"
+    if isinstance(target, np.ndarray) and target.ndim == 0 and np.issubdtype(target.dtype, np.integer):
+        return "classification"
+    raise EvaluationError(
+        f"view target: expected a uint8 H×W mask (segmentation) or an int class (classification), "
+        f"got {type(target).__name__} {getattr(target, 'shape', '')}"
+    )
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise EvaluationError(f"{name}: expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _check_threshold(threshold: Any) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise EvaluationError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
+    return float(threshold)
+
+
+def check_settings(
+    batch_size: int = 16,
+    tile: int = 256,
+    overlap: int = 64,
+    threshold: float = DEFAULT_THRESHOLD,
+    tol: float = DEFAULT_TOLERANCE,
+    min_grain_area: int = DEFAULT_MIN_GRAIN_AREA,
+) -> None:
+    """Raise :class:`~loop.evaluate.metrics.EvaluationError` naming the first evaluation setting out of range."""
+    _check_positive_int("batch_size", batch_size)
+    infer.check_tiling(tile, overlap)
+    _check_threshold(threshold)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < float("inf"):
+        raise EvaluationError(f"tol: expected a finite distance >= 0 in pixels, got {tol!r}")
+    _check_positive_int("min_grain_area", min_grain_area)
+
+
+def _segmentation_row(logits: np.ndarray, true: np.ndarray, threshold: float, tol: float,
+                      min_grain_area: int) -> dict[str, float]:
+    # sigmoid(z) >= t  <=>  z >= logit(t): threshold the logits, no probability map needed.
+    pred = logits >= np.log(threshold / (1.0 - threshold))
+    row = {"loss": binary_cross_entropy(logits, true)}
+    row.update(segmentation_metrics(pred, true, tol=tol, min_grain_area=min_grain_area))
+    return row
+
+
+def evaluate_view(
+    model: nn.Module,
+    view: Any,
+    device: Any = None,
+    batch_size: int = 16,
+    *,
+    task: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    tol: float = DEFAULT_TOLERANCE,
+    min_grain_area: int = DEFAULT_MIN_GRAIN_AREA,
+    executor: Executor | None = None,
+) -> pa.Table:
+    """Per-sample metrics of ``model`` on a dataset view.
+
+    Parameters
+    ----------
+    model : segmentation (logits (N, 1, H, W)) or classification (logits (N, C)) network.
+    view : object with ``len(view)``, ``view.sample_ids`` and ``view[i] -> (image, target)``
+        (uint8 H×W image; uint8 0/1 H×W mask or int class).
+    device : torch device the model is on; ``None`` uses the device of its weights.
+    batch_size : images per forward pass (consecutive samples of equal size are batched).
+    task : ``"segmentation"`` or ``"classification"``; ``None`` takes ``view.task`` when the
+        view has one, else reads it from the first target.
+    threshold, tol, min_grain_area : see :func:`loop.evaluate.metrics.segmentation_metrics`.
+    executor : where the per-sample segmentation metrics run, e.g. a process pool: they
+        cost more CPU time than a GPU forward pass (about 10-30 ms per 512² sample), so
+        with a GPU they run on other cores while the next batch is predicted. ``None``
+        computes them in this thread.
+
+    Returns
+    -------
+    pyarrow Table, one row per sample in view order: ``sample_id`` (int64), then float64
+    ``loss`` and the :data:`~loop.evaluate.metrics.SEGMENTATION_KEYS` (segmentation) or the
+    :data:`~loop.evaluate.metrics.CLASSIFICATION_KEYS` (classification).
+    """
+    batch_size = _check_positive_int("batch_size", batch_size)
+    threshold = _check_threshold(threshold)
+    n = len(view)
+    sample_ids = np.asarray(view.sample_ids, dtype=np.int64)
+    if sample_ids.shape != (n,):
+        raise EvaluationError(f"view.sample_ids: expected {n} ids (one per sample), got shape {sample_ids.shape}")
+    view_task = _view_task(view) if n or getattr(view, "task", None) is not None else None
+    if task is None:
+        if view_task is None:
+            raise EvaluationError("view: empty and without a task attribute, so its task is unknown; pass task=")
+        task = view_task
+    if task not in TASKS:
+        raise EvaluationError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if view_task is not None and view_task != task:
+        raise EvaluationError(f"task: the model is scored for {task} but the view holds {view_task} targets")
+    columns = SEGMENTATION_COLUMNS if task == "segmentation" else CLASSIFICATION_KEYS
+    schema = _metric_schema(columns, [("sample_id", pa.int64())])
+    dev = infer.model_device(model, device)
+
+    logit_threshold = float(np.log(threshold / (1.0 - threshold)))
+    max_pending = 4 * batch_size
+    pending: deque[tuple[dict[str, float], Future | dict[str, float]]] = deque()
+    rows: list[dict[str, float]] = []
+
+    def finish_one() -> None:
+        head, metrics = pending.popleft()
+        rows.append({**head, **(metrics.result() if isinstance(metrics, Future) else metrics)})
+
+    def load(first: int) -> list[tuple[Any, Any]]:
+        return [view[i] for i in range(first, min(first + batch_size, n))]
+
+    # One background thread reads the next batch while the model runs on this one.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate-view-read") as reader:
+        next_batch = reader.submit(load, 0) if n else None
+        for start in range(0, n, batch_size):
+            samples = next_batch.result()
+            if start + batch_size < n:
+                next_batch = reader.submit(load, start + batch_size)
+            for group in _equal_size_runs(samples):
+                images = np.stack([np.asarray(samples[j][0]) for j in group])
+                if task == "classification":
+                    labels = np.asarray([_class_label(samples[j][1], start + j) for j in group], dtype=np.int64)
+                    logits = infer.predict_logits(model, images, dev, task)
+                    metrics = classification_metrics_batch(logits, labels)
+                    rows.extend({k: float(metrics[k][m]) for k in columns} for m in range(len(group)))
+                    continue
+                trues = [_view_mask(samples[j][1], images.shape[1:], start + j) for j in group]
+                with torch.inference_mode():
+                    z = infer.forward_logits(model, images, dev, task)
+                    t = torch.from_numpy(np.stack(trues)).to(dev, dtype=torch.float32)
+                    losses = F.binary_cross_entropy_with_logits(z, t, reduction="none").mean(dim=(1, 2))
+                    preds = (z >= logit_threshold).cpu().numpy()
+                    losses = losses.double().cpu().numpy()
+                for pred, true, loss in zip(preds, trues, losses):
+                    head = {"loss": float(loss)}
+                    if executor is None:
+                        pending.append((head, segmentation_metrics(pred, true, tol, min_grain_area)))
+                    else:
+                        pending.append((head, executor.submit(segmentation_metrics, pred, true, tol, min_grain_area)))
+                while len(pending) > max_pending:
+                    finish_one()
+    while pending:
+        finish_one()
+    data: dict[str, Any] = {"sample_id": sample_ids}
+    data.update({c: np.asarray([r[c] for r in rows], dtype=np.float64) for c in columns})
+    return pa.table(data, schema=schema)
+
+
+def _equal_size_runs(samples: Sequence[tuple[Any, Any]]) -> list[list[int]]:
+    """Indices of ``samples`` in runs of consecutive equal image shapes (one forward pass each)."""
+    runs: list[list[int]] = []
+    for j, (image, _) in enumerate(samples):
+        if runs and np.shape(samples[runs[-1][0]][0]) == np.shape(image):
+            runs[-1].append(j)
+        else:
+            runs.append([j])
+    return runs
+
+
+def _view_mask(target: Any, shape: tuple[int, ...], index: int) -> np.ndarray:
+    mask = as_binary_mask(target, f"view[{index}] mask")
+    if mask.shape != tuple(shape):
+        raise EvaluationError(f"view[{index}] mask: shape {mask.shape} differs from its image's {tuple(shape)}")
+    return mask
+
+
+def _class_label(target: Any, index: int) -> int:
+    is_int = isinstance(target, (int, np.integer)) and not isinstance(target, bool)
+    is_int_array = isinstance(target, np.ndarray) and target.ndim == 0 and np.issubdtype(target.dtype, np.integer)
+    if not (is_int or is_int_array):
+        raise EvaluationError(f"view[{index}] target: expected an int class label, got {type(target).__name__}")
+    return int(target)
+
+
+def summarize(table: pa.Table, columns: Sequence[str]) -> dict[str, Any]:
+    """Mean and standard deviation of each metric column over the rows, ignoring NaNs.
+
+    Keys: ``n_images``, each column's name (its mean) and ``<name>_std`` (population std).
+    A column that is NaN in every row gives NaN.
+    """
+    summary: dict[str, Any] = {"n_images": int(table.num_rows)}
+    for c in columns:
+        values = table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+        finite = values[~np.isnan(values)]
+        summary[c] = float(finite.mean()) if finite.size else float("nan")
+        summary[f"{c}_std"] = float(finite.std()) if finite.size else float("nan")
+    return summary
+
+
+def evaluate_real(
+    model: nn.Module,
+    real_dir: str | Path,
+    device: Any = None,
+    *,
+    task: str | None = None,
+    tile: int = 256,
+    overlap: int = 64,
+    batch_size: int = 8,
+    threshold: float = DEFAULT_THRESHOLD,
+    tol: float = DEFAULT_TOLERANCE,
+    min_grain_area: int = DEFAULT_MIN_GRAIN_AREA,
+    class_size: int | None = None,
+    overlay_dir: str | Path | None = None,
+) -> tuple[pa.Table, dict[str, Any]]:
+    """Score ``model`` on a real labelled folder (layout in :mod:`loop.evaluate.real`).
+
+    Segmentation: each image of any size goes through :func:`loop.evaluate.infer.predict_image`
+    (``tile``, ``overlap``, ``batch_size`` tiles per pass) and is scored like a view
+    sample. Classification (e.g. cracks): the label of an image is whether its mask has
+    any foreground pixel; the image is classified whole, resized to
+    ``class_size``×``class_size`` first when given. ``task=None`` reads the task from the
+    model's output shape. With ``overlay_dir``, writes ``NAME.png`` overlays there
+    (segmentation only).
+
+    Returns
+    -------
+    (table, summary): the table has one row per image in name order, ``name`` (string),
+    ``height``, ``width`` (int64), then float64 metrics as in :func:`evaluate_view`
+    (classification adds int64 ``label``); the summary is :func:`summarize` of the metric
+    columns plus ``task``.
+    """
+    check_settings(batch_size, tile, overlap, threshold, tol, min_grain_area)
+    if class_size is not None:
+        class_size = _check_positive_int("class_size", class_size)
+    folder = RealFolder(real_dir)
+    dev = infer.model_device(model, device)
+    task = task or infer.model_task(model, dev)
+    if task not in TASKS:
+        raise EvaluationError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+    out_dir = Path(overlay_dir) if overlay_dir is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    names, heights, widths, labels, rows = [], [], [], [], []
+    for pair in folder:
+        names.append(pair.name)
+        heights.append(pair.image.shape[0])
+        widths.append(pair.image.shape[1])
+        if task == "segmentation":
+            logits = infer.predict_image_logits(model, pair.image, tile=tile, overlap=overlap, device=dev,
+                                                batch_size=batch_size)
+            rows.append(_segmentation_row(logits, pair.mask, threshold, tol, min_grain_area))
+            if out_dir is not None:
+                render_overlay(pair.image, infer.sigmoid(logits), pair.mask, out_dir / f"{pair.name}.png",
+                               threshold=threshold, title=pair.name)
+        else:
+            image = pair.image
+            if class_size is not None:
+                image = np.round(resize(image, (class_size, class_size), preserve_range=True,
+                                        anti_aliasing=True)).astype(np.uint8)
+            label = int(pair.mask.any())
+            labels.append(label)
+            metrics = classification_metrics_batch(
+                infer.predict_logits(model, image[None], dev, "classification"), np.asarray([label])
+            )
+            rows.append({k: float(metrics[k][0]) for k in CLASSIFICATION_KEYS})
+
+    columns = SEGMENTATION_COLUMNS if task == "segmentation" else CLASSIFICATION_KEYS
+    leading = [("name", pa.string()), ("height", pa.int64()), ("width", pa.int64())]
+    data: dict[str, Any] = {"name": names, "height": heights, "width": widths}
+    if task == "classification":
+        leading.append(("label", pa.int64()))
+        data["label"] = labels
+    data.update({c: [r[c] for r in rows] for c in columns})
+    table = pa.table(data, schema=_metric_schema(columns, leading))
+    summary: dict[str, Any] = {"task": task}
+    summary.update(summarize(table, columns))
+    return table, summary
+
+
+_TRUE_COLOUR = np.array([0.0, 0.85, 1.0])   # cyan: true boundary only
+_PRED_COLOUR = np.array([1.0, 0.0, 1.0])    # magenta: predicted boundary only
+_BOTH_COLOUR = np.array([1.0, 0.9, 0.0])    # yellow: both agree
+
+
+def overlay_rgb(image: np.ndarray, pred: np.ndarray, true: np.ndarray, alpha: float = 0.75) -> np.ndarray:
+    """RGB float image in [0, 1]: grey ``image`` with true-only, predicted-only and agreeing boundary pixels coloured."""
+    grey = np.asarray(image, dtype=np.float64) / 255.0
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    p, t = as_binary_mask(pred, "pred"), as_binary_mask(true, "true")
+    for sel, colour in ((t & ~p, _TRUE_COLOUR), (p & ~t, _PRED_COLOUR), (p & t, _BOTH_COLOUR)):
+        rgb[sel] = (1 - alpha) * rgb[sel] + alpha * colour
+    return rgb
+
+
+def render_overlay(
+    image: np.ndarray,
+    prob_or_pred: np.ndarray,
+    true_mask: np.ndarray,
+    out_png: str | Path,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    title: str | None = None,
+) -> Path:
+    """Write a PNG: the image with boundaries coloured, beside the prediction.
+
+    Over the image: true-only boundary pixels cyan, predicted-only magenta, both yellow.
+
+    ``prob_or_pred`` is a float probability map (thresholded at ``threshold`` for the
+    overlay; the right panel shows the probabilities) or a 0/1 / bool mask. Returns the path.
+    """
+    img = np.asarray(image)
+    if img.ndim != 2 or img.dtype != np.uint8:
+        raise EvaluationError(f"image: expected grey uint8 H×W, got dtype {img.dtype} shape {img.shape}")
+    values = np.asarray(prob_or_pred)
+    if values.shape != img.shape or np.shape(true_mask) != img.shape:
+        raise EvaluationError(
+            f"image, prediction and true mask: expected one shape, "
+            f"got {img.shape}, {values.shape}, {np.shape(true_mask)}"
+        )
+    is_prob = np.issubdtype(values.dtype, np.floating)
+    pred = values >= threshold if is_prob else as_binary_mask(values, "prediction")
+    h, w = img.shape
+    panel = 5.0
+    fig = Figure(figsize=(2 * panel + 0.6, panel * h / w + 0.9), dpi=max(100, min(200, int(max(h, w) / panel))),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_overlay, ax_pred = fig.subplots(1, 2)
+    ax_overlay.imshow(overlay_rgb(img, pred, true_mask), interpolation="nearest")
+    ax_overlay.set_title("boundaries over image")
+    shown = ax_pred.imshow(values.astype(np.float32), cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax_pred.set_title("boundary probability" if is_prob else "predicted boundary")
+    if is_prob:
+        fig.colorbar(shown, ax=ax_pred, fraction=0.046, pad=0.02)
+    for ax in (ax_overlay, ax_pred):
+        ax.set_axis_off()
+    fig.legend(handles=[Patch(color=_TRUE_COLOUR, label="true only"), Patch(color=_PRED_COLOUR, label="predicted only"),
+                        Patch(color=_BOTH_COLOUR, label="both")], loc="lower center", ncol=3, frameon=False)
+    if title:
+        fig.suptitle(title)
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png")
+    return out

@@ -1,0 +1,149 @@
+"""Forking a run: a new run that starts from a base run's cycle 0 with a policy of its own.
+
+The paper fine-tunes every compared policy from one common start (§3.3). A fork is that
+start made into a normal run directory: it holds the base run's cycle-0 samples (the
+validation set and the initial training set, same sample ids, batches and bytes), the
+cycle-0 validation scores, the cycle-0 checkpoint and the journal's cycle-0 events, and its
+own ``run.toml`` whose run config differs from the base's only in ``policy`` and
+``cycles``. ``loop resume FORK`` (or :func:`loop.run.lifecycle.resume_run`) then runs cycles 1..C;
+``loop status`` reads it as any run.
+
+The fork is built in a sibling staging location (``DEST.forking``) and moved to ``DEST``
+at the end, so ``DEST`` is either absent or a complete fork; a staging folder left by a
+killed fork is removed by the next one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loop.run.driver import checkpoint_name, val_metrics_name
+from loop.run.journal import Journal
+from loop.config.run import run_config_from
+from policies import get_policy
+
+JOURNAL = "journal.jsonl"
+STAGING_SUFFIX = ".forking"
+# Journal events of a cycle that the driver looks up to skip finished steps.
+CYCLE_EVENTS = ("planned", "generated", "trained", "evaluated", "real_evaluated", "cycle_done")
+# Columns a batch is written with (the store adds batch, generator, generator_version, created_at).
+KEY_COLUMNS = ("sample_id", "cycle", "split", "policy", "parent_id", "seed", "label")
+
+
+class ForkError(ValueError):
+    """A run cannot be forked as asked."""
+
+
+def _local_dir(uri: str) -> str | None:
+    if "://" in uri and not uri.startswith("file://"):
+        return None
+    return uri.removeprefix("file://")
+
+
+def fork_run(base: str, dest: str, *, policy: str, cycles: int, say: Callable[[str], None] = print) -> str:
+    """Create run ``dest`` from cycle 0 of run ``base``, with ``policy`` for ``cycles`` adaptive cycles.
+
+    Returns the new run's URI. ``dest`` must not hold a run; ``base`` must have finished
+    cycle 0. Nothing is trained or generated: resume the fork to run its cycles.
+    """
+    from stores import RunStore
+
+    get_policy(policy)
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 0:
+        raise ForkError(f"cycles: expected an integer >= 0, got {cycles!r}")
+    if RunStore.exists(dest):
+        raise ForkError(f"fork destination {dest}: already holds a run; expected a new location")
+    source = RunStore.open(base)
+    events = Journal(source.path(JOURNAL)).events()
+    if not any(e["event"] == "cycle_done" and e.get("cycle") == 0 for e in events):
+        raise ForkError(f"base run {base}: cycle 0 is not done; finish it (`loop resume {base}`) before forking")
+
+    fs, dest_path = fsspec.core.url_to_fs(dest)
+    staging = dest_path.rstrip("/") + STAGING_SUFFIX
+    staging_uri = staging if "://" not in dest else fs.unstrip_protocol(staging)
+    if fs.exists(staging):
+        say(f"fork {dest}: removing the staging folder of an interrupted fork")
+        fs.rm(staging, recursive=True)
+    if fs.exists(dest_path):
+        if fs.ls(dest_path):
+            raise ForkError(f"fork destination {dest}: exists and is not empty; expected a new location")
+        fs.rmdir(dest_path)  # an empty folder: the staging folder is moved into its place
+
+    # No lock on the base: cycle 0's samples, scores and checkpoint never change once the
+    # cycle is done, so several forks (and a driver adding cycles to the base) may read them at once.
+    config = source.config
+    config["run"] = run_config_from({**config["run"], "policy": policy, "cycles": cycles}).to_dict()
+    config["fork"] = {"base": source.uri, "cycle": 0}
+    fork = RunStore.create(staging_uri, generator_name=source.generator_name,
+                           generator_version=source.generator_version, task=source.task,
+                           space=source.space, config=config)
+    n_samples = _copy_samples(source, fork)
+    _copy_metrics(source, fork)
+    _copy_checkpoint(source, fork, checkpoint_name(0))
+    journal = Journal(fork.path(JOURNAL))
+    for event in events:
+        if event["event"] in CYCLE_EVENTS and event.get("cycle") == 0:
+            journal.append(event["event"], **{k: v for k, v in event.items() if k != "event"})
+    journal.append("forked", base=source.uri, cycle=0, policy=policy, cycles=cycles)
+    fs.mv(staging, dest_path, recursive=True)
+    say(f"forked {dest} from {source.uri}: cycle 0 ({n_samples} samples, checkpoint, scores), policy {policy}")
+    return RunStore.open(dest).uri
+
+
+def _copy_samples(source: Any, fork: Any) -> int:
+    """Write every cycle-0 batch of ``source`` into ``fork`` under the same batch number."""
+    view = source.view(cycles=0)
+    params = view.params
+    columns = [c for c in (*KEY_COLUMNS, *source.space.names) if c in params.column_names]
+    batches = params["batch"].to_numpy()
+    segmentation = source.task == "segmentation"
+    for batch in np.unique(batches):
+        index = np.flatnonzero(batches == batch)
+        rows = params.select(columns).take(pa.array(index))
+        images, masks = [], []
+        for i in index:
+            image, target = view[int(i)]
+            images.append(image)
+            if segmentation:
+                masks.append(target)
+        fork.write_batch(int(batch), rows, np.stack(images), np.stack(masks) if segmentation else None)
+    return len(batches)
+
+
+def _copy_metrics(source: Any, fork: Any) -> None:
+    metrics = source.metrics()
+    rows = metrics.filter(pc.equal(metrics["cycle"], 0))
+    if rows.num_rows == 0:
+        raise ForkError(f"base run {source.uri}: has no cycle-0 validation scores; expected the fragment "
+                        f"{val_metrics_name(0)}")
+    metric_columns = [c for c in rows.column_names if c != "created_at"
+                      and (c in ("sample_id", "cycle", "checkpoint") or pc.sum(pc.is_valid(rows[c])).as_py())]
+    fork.append_metrics(rows.select(metric_columns), name=val_metrics_name(0))
+
+
+def _copy_checkpoint(source: Any, fork: Any, name: str) -> None:
+    """Copy the checkpoint and its digest; a local checkpoint is hard-linked (checkpoints are
+    replaced by rename, never rewritten in place, so the base's file cannot change under the fork)."""
+    from loop.train.checkpoints import digest_uri
+
+    for src, dst in ((source.path("checkpoints", name), fork.path("checkpoints", name)),
+                     (digest_uri(source.path("checkpoints", name)), digest_uri(fork.path("checkpoints", name)))):
+        fs, src_path = fsspec.core.url_to_fs(src)
+        _, dst_path = fsspec.core.url_to_fs(dst)
+        if not fs.exists(src_path):
+            raise ForkError(f"base run {source.uri}: {src} is missing; expected the cycle-0 checkpoint")
+        fs.makedirs(os.path.dirname(dst_path), exist_ok=True)
+        local_src, local_dst = _local_dir(src), _local_dir(dst)
+        if local_src and local_dst and not src.endswith(".sha256"):
+            try:
+                os.link(local_src, local_dst)
+                continue
+            except OSError:
+                pass  # another filesystem, or links not allowed: copy instead
+        fs.cp_file(src_path, dst_path)

@@ -1,0 +1,174 @@
+"""Starting, resuming and reporting on runs: the glue between the CLI, the store, Ray and the driver."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Callable, Iterator
+
+import pyarrow.compute as pc
+
+from generators import get_generator
+from loop.config.training import ConfigError, ModelConfig, Preset, TrainConfig, get_preset
+from loop.run.driver import CycleDriver
+from loop.run.journal import Journal
+from loop.run.lock import RunLock
+from loop.run.ray_session import ray_session
+from loop.config.run import RunConfig, run_config_from
+from policies import get_policy
+
+JOURNAL = "journal.jsonl"
+
+
+class RunError(ValueError):
+    """A run cannot be started or resumed as asked."""
+
+
+def check_run_config(config: RunConfig) -> None:
+    """Fail early, before anything is written, on an unknown generator, policy or preset."""
+    get_generator(config.generator)
+    get_policy(config.policy)
+    get_policy(config.initial_policy)
+    get_preset(config.preset)
+
+
+def resolved_preset(config: RunConfig, encoder_weights: str | None = None) -> Preset:
+    """The training preset of ``config`` for its generator's task."""
+    generator = get_generator(config.generator)
+    preset = get_preset(config.preset, task=generator.task)
+    if encoder_weights:
+        import dataclasses
+
+        preset = dataclasses.replace(preset, model=dataclasses.replace(preset.model, encoder_weights=encoder_weights))
+    return preset
+
+
+def start_run(run: str, config: RunConfig, *, address: str | None = None, encoder_weights: str | None = None,
+              say: Callable[[str], None] = print) -> None:
+    """Create run ``run`` with ``config`` and run all its cycles."""
+    from stores import RunStore
+
+    check_run_config(config)
+    preset = resolved_preset(config, encoder_weights)
+    generator = get_generator(config.generator)
+    if RunStore.exists(run):
+        raise RunError(f"run {run} already exists; use `loop resume {run}` to go on with it")
+    store = RunStore.create(run, generator_name=generator.name, generator_version=generator.version,
+                            task=generator.task, space=generator.space,
+                            config={"run": config.to_dict(), **preset.to_dict()})
+    _drive(store.uri, config.cycles, address, say, started=True)
+
+
+def resume_run(run: str, cycles: int | None = None, *, address: str | None = None,
+               say: Callable[[str], None] = print) -> None:
+    """Go on with run ``run`` after a crash or a kill, or add cycles (``cycles`` = new total)."""
+    from stores import RunStore
+
+    store = RunStore.open(run)
+    journal = Journal(store.path(JOURNAL))
+    config = run_config_from(store.config["run"])
+    target = _target_cycles(journal, config)
+    done = _cycles_done(journal)
+    if cycles is None:
+        if done and max(done) >= target:
+            raise RunError(f"run {run} is finished (cycles 0..{target}); pass --cycles N (> {target}) to add cycles")
+        cycles = target
+    elif cycles < target:
+        raise RunError(f"--cycles {cycles}: the run already aims at {target} cycles; expected at least {target}")
+    _drive(store.uri, cycles, address, say, started=False)
+
+
+def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None], *, started: bool) -> None:
+    from stores import RunStore
+
+    with RunLock(run):
+        store = RunStore.open(run, recover=True)
+        for batch in getattr(store, "recovered", []) or []:
+            say(f"recovered: removed uncommitted batch {batch}")
+        config = run_config_from(store.config["run"])
+        preset = _preset_from_store(store.config)
+        journal = Journal(store.path(JOURNAL))
+        journal.append("started" if started else "resumed", cycles=cycles, pid=os.getpid())
+        with ray_session(address), _actors() as (trainer, evaluator, workers):
+            driver = CycleDriver(store, journal, config, preset, trainer=trainer, evaluator=evaluator,
+                                 workers=config.workers or workers, say=say)
+            driver.run(cycles)
+        journal.append("finished", cycles=cycles)
+        say(f"run {run}: cycles 0..{cycles} done")
+
+
+def _preset_from_store(config: dict[str, Any]) -> Preset:
+    try:
+        return Preset(name=config["preset"], model=ModelConfig.from_dict(config["model"]),
+                      train=TrainConfig.from_dict(config["train"]), description="as frozen in run.toml")
+    except KeyError as missing:
+        raise ConfigError(f"run.toml: config lacks {missing}; was this run made by `loop start`?") from None
+
+
+@contextlib.contextmanager
+def _actors() -> Iterator[tuple[Any, Any, int]]:
+    """The trainer and evaluator actors and the number of generator workers the cluster allows."""
+    import ray
+
+    from loop.run.evaluator_actor import EvaluatorActor
+    from loop.run.trainer_actor import TrainerActor, trainer_actor_options
+
+    resources = ray.cluster_resources()
+    # The actors work between generation phases, never during one, so they reserve no CPU
+    # slot: generator tasks get every CPU of the cluster.
+    options = {**trainer_actor_options(resources), "num_cpus": 0}
+    if options.get("num_gpus"):
+        # They also take turns on the GPU, so each reserves half of one: a whole GPU each would
+        # leave the evaluator unscheduled, and the run waiting for it, on a one-GPU cluster.
+        options["num_gpus"] = 0.5
+    trainer = TrainerActor.options(**options).remote()
+    evaluator = EvaluatorActor.options(**options).remote()
+    try:
+        yield trainer, evaluator, max(1, int(resources.get("CPU", 1)))
+    finally:
+        for actor in (trainer, evaluator):
+            ray.kill(actor)
+
+
+def _target_cycles(journal: Journal, config: RunConfig) -> int:
+    targets = [e["cycles"] for e in journal.events() if e["event"] in ("started", "resumed")]
+    return max(targets, default=config.cycles)
+
+
+def _cycles_done(journal: Journal) -> list[int]:
+    return sorted({e["cycle"] for e in journal.events() if e["event"] == "cycle_done"})
+
+
+def run_status(run: str) -> dict[str, Any]:
+    """Where run ``run`` is: per cycle, samples by policy, validation and real scores, wall time per stage."""
+    from stores import RunStore
+
+    store = RunStore.open(run)
+    journal = Journal(store.path(JOURNAL))
+    events = journal.events()
+    config = run_config_from(store.config["run"])
+    params = store.params()
+    target = _target_cycles(journal, config)
+    cycles = []
+    for cycle in range(target + 1):
+        rows = params.filter(pc.equal(params["cycle"], cycle))
+        by_policy: dict[str, int] = {}
+        for split, policy in zip(rows["split"].to_pylist(), rows["policy"].to_pylist()):
+            key = "val" if split == "val" else policy
+            by_policy[key] = by_policy.get(key, 0) + 1
+        entry: dict[str, Any] = {"cycle": cycle, "samples": by_policy, "wall_s": {}}
+        for event in events:
+            if event.get("cycle") != cycle:
+                continue
+            kind = event["event"]
+            if kind in ("generated", "trained", "evaluated", "real_evaluated", "cycle_done"):
+                entry["wall_s"][kind] = round(float(event["wall_s"]), 2)
+            if kind == "evaluated":
+                entry["val"] = event["summary"]
+            if kind == "real_evaluated":
+                entry["real"] = {k: v for k, v in event["summary"].items() if not k.endswith("_std")}
+        entry["state"] = "done" if "cycle_done" in entry["wall_s"] else ("running" if entry["wall_s"] or by_policy else "pending")
+        cycles.append(entry)
+    return {"run": store.uri, "generator": store.generator_name, "policy": config.policy, "preset": config.preset,
+            "target_cycles": target, "cycles": cycles,
+            "finished": bool(events) and events[-1]["event"] == "finished"}

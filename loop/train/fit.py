@@ -1,0 +1,366 @@
+"""Training and fine-tuning on a dataset view with the paper's schedule.
+
+The schedule (§2.2, §3.2.2): the stages of a :class:`~loop.config.training.TrainConfig` in order,
+weights carried from one to the next; a stage with ``freeze_encoder`` trains the decoder and
+head only; every sample is resized to the stage's size (progressive resizing); each stage is
+one one-cycle LR schedule (``OneCycleLR``) over a fresh AdamW.
+
+One code path for both devices: on CUDA, mixed precision (bf16, or fp16 with a grad
+scaler), channels-last tensors, pinned memory and persistent loader workers; on the CPU,
+float32. Shuffling and augmentation draw from a torch generator seeded from ``cfg.seed`` and
+the stage index: the sampler hands each sample an augmentation seed with its index, so the
+batches do not depend on the number of loader workers, and with ``cfg.deterministic`` the
+same seed gives the same weights.
+
+A view is anything with ``len(view)``, ``view[i] -> (image uint8 H×W, target)`` and
+``view.sample_ids``; the target is a uint8 mask (segmentation, non-zero = boundary) or an
+int class label (classification).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from loop.train.augment import augment_pair, resize_pair, to_unit_float
+from loop.train.checkpoints import load_checkpoint, load_state_into, save_checkpoint
+from loop.config.training import AugmentConfig, ModelConfig, Stage, TrainConfig
+from loop.train.losses import build_loss
+from loop.train.model import build_model, set_encoder_frozen
+
+
+class TrainError(ValueError):
+    """Training cannot run on what it was given (empty view, wrong targets, bad device)."""
+
+
+@dataclass
+class TrainResult:
+    """What a call of :func:`train` did.
+
+    ``epoch_losses``: mean training loss per epoch over all stages in order (``epoch_stage``
+    gives each epoch's stage index); ``step_losses``: the loss of every optimiser step;
+    ``images_per_s``: samples trained per second of the training loops; ``data_wait_fraction``:
+    the part of that time spent waiting for the next batch (loading, augmenting, copying to the
+    device); ``wall_s``: the whole call, model building and checkpoint writing included.
+    ``model`` is the trained model (left out of :meth:`to_dict`).
+    """
+
+    epoch_losses: list[float]
+    epoch_stage: list[int]
+    step_losses: list[float]
+    images_per_s: float
+    data_wait_fraction: float
+    train_s: float
+    wall_s: float
+    n_samples: int
+    n_images: int
+    device: str
+    init: str | None
+    out: str | None
+    digest: str | None
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON/TOML/Ray friendly), without the model."""
+        d = dataclasses.asdict(dataclasses.replace(self, model=None))
+        d.pop("model")
+        return d
+
+
+class _StageBatches(Sampler):
+    """``epochs`` epochs of batches of ``(index, augmentation seed)`` pairs, as one stream.
+
+    Each epoch is a fresh shuffled order of ``range(n)`` cut into batches; a short last batch
+    is dropped (BatchNorm needs > 1 sample) unless it is the only one. One stream for the
+    whole stage keeps the loader workers busy across epoch boundaries instead of draining
+    and refilling their queue every epoch.
+    """
+
+    def __init__(self, n: int, batch_size: int, epochs: int, generator: torch.Generator):
+        self.n = n
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.generator = generator
+        self.steps_per_epoch = n // batch_size if n > batch_size else 1
+
+    def __len__(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for _ in range(self.epochs):
+            order = torch.randperm(self.n, generator=self.generator).tolist()
+            seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator).tolist()
+            pairs = list(zip(order, seeds))
+            for step in range(self.steps_per_epoch):
+                yield pairs[step * self.batch_size:(step + 1) * self.batch_size]
+
+
+class PairDataset(Dataset):
+    """A view's samples as training tensors at one size, augmented when ``augment`` is given.
+
+    Items are requested as ``(index, seed)``; ``seed`` seeds the sample's augmentation. Returns
+    ``(image float32 (1, size, size) in [0, 1], target)`` with target a float32 (1, size, size)
+    boundary mask (soft after shrinking) or an int64 class label.
+    """
+
+    def __init__(self, view: Any, task: str, size: int, augment: AugmentConfig | None = None):
+        self.view = view
+        self.task = task
+        self.size = size
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __getitem__(self, item: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = item if isinstance(item, tuple) else (item, 0)
+        image, target = self.view[index]
+        image = to_unit_float(image)
+        if self.task == "segmentation":
+            mask = np.asarray(target)
+            if mask.shape != image.shape:
+                raise TrainError(f"sample {index}: mask shape {mask.shape} differs from image shape {image.shape}")
+            mask = (mask > 0).astype(np.float32)
+        else:
+            if isinstance(target, np.ndarray) and target.ndim > 0:
+                raise TrainError(f"sample {index}: expected an int class label for classification, got an array")
+            mask = None
+        image, mask = resize_pair(image, mask, self.size)
+        if self.augment is not None:
+            image, mask = augment_pair(image, mask, np.random.default_rng(seed), self.augment)
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        if mask is None:
+            y = torch.tensor(int(target), dtype=torch.long)
+        else:
+            y = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
+        return x, y
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch device; ``None`` means CUDA when present, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"device: {device!r} asked for but CUDA is not available here")
+    return dev
+
+
+def stage_generator(seed: int, stage_index: int) -> torch.Generator:
+    """The torch generator that shuffles and augments stage ``stage_index`` of a run seeded ``seed``."""
+    state = np.random.SeedSequence([seed, stage_index]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def make_loader(
+    view: Any, task: str, stage: Stage, cfg: TrainConfig, device: torch.device, generator: torch.Generator,
+    *, augment: bool = True, epochs: int = 1,
+) -> DataLoader:
+    """The DataLoader of ``epochs`` epochs of one stage, as one stream of batches: seeded
+    shuffling, per-sample augmentation seeds, the stage's size."""
+    dataset = PairDataset(view, task, stage.size, cfg.augment if augment else None)
+    batches = _StageBatches(len(view), stage.batch_size, epochs, generator)
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.num_workers > 0,
+    )
+
+
+@contextlib.contextmanager
+def _determinism(on: bool, cuda: bool) -> Iterator[None]:
+    """Deterministic kernels (and no cuDNN autotuning) while training, restored after."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = cuda and not on
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]
+
+
+@dataclass
+class _Stats:
+    epoch_losses: list[float] = field(default_factory=list)
+    epoch_stage: list[int] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    images: int = 0
+    wait_s: float = 0.0
+    loop_s: float = 0.0
+
+
+class Precision:
+    """Mixed-precision settings for a device: autocast dtype and a grad scaler (fp16 only)."""
+
+    def __init__(self, device: torch.device, amp: bool):
+        self.enabled = amp and device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for the forward pass (a no-op when disabled)."""
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a batch to ``device`` (asynchronously from pinned memory; channels-last images on CUDA)."""
+    if device.type == "cuda" and x.ndim == 4:
+        return x.to(device, non_blocking=True, memory_format=torch.channels_last)
+    return x.to(device, non_blocking=True)
+
+
+def _input(x: torch.Tensor, in_channels: int) -> torch.Tensor:
+    return x if in_channels == 1 else x.expand(-1, in_channels, -1, -1)
+
+
+def _run_stage(
+    model: nn.Module, loader: DataLoader, stage_index: int, stage: Stage, cfg: TrainConfig, model_cfg: ModelConfig,
+    loss_fn: nn.Module, device: torch.device, precision: Precision, stats: _Stats,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    set_encoder_frozen(model, stage.freeze_encoder)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=stage.lr_max, weight_decay=cfg.weight_decay, betas=(cfg.max_momentum, 0.99),
+        fused=device.type == "cuda",
+    )
+    steps = loader.batch_sampler.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=stage.lr_max, total_steps=stage.epochs * steps, pct_start=cfg.pct_start,
+        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=True,
+        base_momentum=cfg.base_momentum, max_momentum=cfg.max_momentum,
+    )
+    batches = iter(loader)
+    for epoch in range(stage.epochs):
+        model.train()
+        losses: list[torch.Tensor] = []
+        images = 0
+        wait = 0.0
+        t_epoch = time.perf_counter()
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            x, y = next(batches)
+            x, y = _input(to_device(x, device), model_cfg.in_channels), to_device(y, device)
+            wait += time.perf_counter() - t0
+            optimizer.zero_grad(set_to_none=True)
+            with precision.autocast():
+                logits = model(x)
+            loss = loss_fn(logits, y)
+            precision.scaler.scale(loss).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+            scheduler.step()
+            losses.append(loss.detach())
+            images += x.shape[0]
+        # One device sync per epoch: losses stay on the device until here.
+        epoch_losses = torch.stack(losses).float().cpu().tolist()
+        seconds = time.perf_counter() - t_epoch
+        stats.loop_s += seconds
+        stats.wait_s += wait
+        stats.images += images
+        stats.step_losses.extend(epoch_losses)
+        stats.epoch_losses.append(float(np.mean(epoch_losses)))
+        stats.epoch_stage.append(stage_index)
+        if progress is not None:
+            progress({
+                "stage": stage_index, "epoch": epoch, "epochs": stage.epochs, "size": stage.size,
+                "freeze_encoder": stage.freeze_encoder, "loss": stats.epoch_losses[-1],
+                "lr": float(scheduler.get_last_lr()[0]), "images_per_s": images / max(seconds, 1e-9),
+                "data_wait_fraction": wait / max(seconds, 1e-9),
+            })
+
+
+def _sample_ids_digest(view: Any) -> str:
+    ids = np.ascontiguousarray(np.asarray(view.sample_ids, dtype=np.int64))
+    return hashlib.sha256(ids.tobytes()).hexdigest()
+
+
+def train(
+    view: Any,
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    *,
+    init: str | None = None,
+    out: str | None = None,
+    device: str | torch.device | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train a model on ``view`` with ``cfg``'s schedule; fine-tune from checkpoint ``init`` if given.
+
+    Writes the trained weights to checkpoint ``out`` when given (meta: ``model``, ``train``,
+    ``input``, ``init``, ``n_samples``, ``sample_ids_sha256``, ``result``). ``progress`` is
+    called after every epoch with a dict (stage, epoch, epochs, size, freeze_encoder, loss,
+    lr, images_per_s, data_wait_fraction).
+    """
+    t_start = time.perf_counter()
+    if len(view) == 0:
+        raise TrainError("view: expected at least one sample, got an empty view")
+    dev = resolve_device(device)
+    if init is not None:
+        # The checkpoint's weights replace any ImageNet start, so don't read that file.
+        model = build_model(dataclasses.replace(model_cfg, encoder_weights=None), seed=cfg.seed)
+        state, _ = load_checkpoint(init)
+        load_state_into(model, state, f"checkpoint {init}")
+    else:
+        model = build_model(model_cfg, seed=cfg.seed)
+    model = model.to(dev, memory_format=torch.channels_last if dev.type == "cuda" else torch.contiguous_format)
+    loss_fn = build_loss(model_cfg.task, cfg)
+    precision = Precision(dev, cfg.amp)
+    stats = _Stats()
+    with _determinism(cfg.deterministic, dev.type == "cuda"):
+        for i, stage in enumerate(cfg.stages):
+            loader = make_loader(view, model_cfg.task, stage, cfg, dev, stage_generator(cfg.seed, i),
+                                 epochs=stage.epochs)
+            _run_stage(model, loader, i, stage, cfg, model_cfg, loss_fn, dev, precision, stats, progress)
+            del loader  # ends this stage's persistent workers before the next stage starts its own
+    set_encoder_frozen(model, False)
+    model.eval()
+    result = TrainResult(
+        epoch_losses=stats.epoch_losses,
+        epoch_stage=stats.epoch_stage,
+        step_losses=stats.step_losses,
+        images_per_s=stats.images / max(stats.loop_s, 1e-9),
+        data_wait_fraction=stats.wait_s / max(stats.loop_s, 1e-9),
+        train_s=stats.loop_s,
+        wall_s=0.0,
+        n_samples=len(view),
+        n_images=stats.images,
+        device=str(dev),
+        init=init,
+        out=out,
+        digest=None,
+        model=model,
+    )
+    if out is not None:
+        meta = {
+            "model": model_cfg.to_dict(),
+            "train": cfg.to_dict(),
+            "input": {"scale": "uint8 / 255", "in_channels": model_cfg.in_channels, "size": cfg.stages[-1].size},
+            "init": init or "",
+            "n_samples": len(view),
+            "sample_ids_sha256": _sample_ids_digest(view),
+            "result": {k: v for k, v in result.to_dict().items() if k not in ("step_losses", "digest", "wall_s")},
+        }
+        state = {k: v for k, v in model.state_dict().items()}
+        result.digest = save_checkpoint(out, state, meta)
+    result.wall_s = time.perf_counter() - t_start
+    return result

@@ -1,0 +1,284 @@
+"""`loop compare`: settings, forks, a smoke comparison end to end, its report, resume and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+from generators.space import Choice, Continuous, Integer, ParamSpace
+from loop.cli import main
+from loop.study.compare import (
+    CompareError, _Job, _run_jobs, compare, parallel_runs, policy_slug, resolve_settings, run_dir,
+    split_policies,
+)
+from loop.study.failures import analyse
+from loop.run.lifecycle import run_status
+from policies import PolicyError
+from stores import RunStore
+
+TINY = dict(policies="random,worst10", seeds=2, preset="smoke", cycles=1, n_train=8, n_val=10, n_per_cycle=6, size=64)
+
+
+# --- settings and bad input (no Ray) --------------------------------------------------------------
+
+def test_policies_split_on_commas_keeping_settings_together() -> None:
+    assert split_policies("random,worst10") == ("random", "worst10")
+    assert split_policies("random, worst:k=0.2,m=5,sobol") == ("random", "worst:k=0.2,m=5", "sobol")
+    assert policy_slug("worst:k=0.2,m=5") == "worst_k=0.2_m=5"
+    with pytest.raises(CompareError, match="empty policy name"):
+        split_policies("random,,worst10")
+
+
+@pytest.mark.parametrize(("given", "error", "message"), [
+    (dict(TINY, policies="random,nope"), PolicyError, "unknown policy 'nope'.*known: .*random.*worst10"),
+    (dict(TINY, seeds=0), CompareError, "seeds: expected an integer >= 1, got 0"),
+    (dict(TINY, cycles=0), CompareError, "cycles: expected an integer >= 1"),
+    (dict(TINY, policies="worst10,worst:k=0.1,m=10,radius=0.05"), CompareError, "same policy as 'worst10'"),
+    (dict(TINY, preset="huge"), CompareError, "preset: expected one of paper, cpu, smoke"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, given, error, message) -> None:
+    with pytest.raises(error, match=message):
+        compare(str(tmp_path / "out"), given)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_out_made_with_other_settings_names_the_differing_setting(tmp_path) -> None:
+    out = str(tmp_path / "out")
+    frozen = resolve_settings(out, TINY)
+    assert (tmp_path / "out" / "compare.toml").exists()
+    assert frozen.n_train == 8 and frozen.policies == ("random", "worst10")
+    assert resolve_settings(out, {}) == frozen  # nothing given: the frozen settings
+    assert resolve_settings(out, dict(TINY, policies=("random", "worst10"))) == frozen
+    with pytest.raises(CompareError, match=r"compare.toml: policies is random,worst10 in this comparison, "
+                                           r"got random,sobol"):
+        resolve_settings(out, dict(TINY, policies="random,sobol"))
+    with pytest.raises(CompareError, match="cycles is 1 in this comparison, got 2"):
+        resolve_settings(out, dict(TINY, cycles=2))
+    with pytest.raises(CompareError, match="no comparison there yet; --policies is needed"):
+        resolve_settings(str(tmp_path / "new"), {"seeds": 2})
+
+
+def test_cli_errors_are_one_line(tmp_path) -> None:
+    runner = CliRunner()
+    cases = [
+        (["compare", str(tmp_path / "a"), "--policies", "random,nope", "--seeds", "2"], "known: "),
+        (["compare", str(tmp_path / "a"), "--policies", "random", "--seeds", "0"], "seeds: expected an integer >= 1"),
+        (["compare", "--report", str(tmp_path / "none")], "not a comparison"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("loop: error:") and message in lines[0], result.stderr
+
+
+def test_parallel_runs_follow_the_gpus() -> None:
+    assert parallel_runs({"CPU": 64.0}) == 1
+    assert parallel_runs({"CPU": 16.0, "GPU": 1.0}) == 1
+    assert parallel_runs({"CPU": 16.0, "GPU": 4.0}) == 4  # a run's trainer and evaluator share one GPU
+
+
+@pytest.mark.parametrize("slots", [1, 3])
+def test_jobs_wait_for_their_base_and_a_failure_skips_only_its_dependants(slots) -> None:
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str, fail: bool = False):
+        def run() -> None:
+            with lock:
+                order.append(name)
+            if fail:
+                raise RuntimeError(f"{name} broke")
+        return run
+
+    jobs = [_Job("b1", work("b1")), _Job("p1", work("p1"), after="b1"), _Job("q1", work("q1"), after="b1"),
+            _Job("b2", work("b2", fail=True)), _Job("p2", work("p2"), after="b2")]
+    failures = _run_jobs(jobs, slots, say=lambda line: None)
+    assert [name for name, _ in failures] == ["b2", "p2"] or sorted(n for n, _ in failures) == ["b2", "p2"]
+    assert "p2" not in order and sorted(order) == ["b1", "b2", "p1", "q1"]
+    assert order.index("b1") < order.index("p1") and order.index("b1") < order.index("q1")
+    if slots == 1:
+        assert order == ["b1", "p1", "q1", "b2"]
+
+
+def test_failure_analysis_bins_by_quantiles_and_counts_new_samples() -> None:
+    space = ParamSpace([Continuous("x", "px", "a length", 0.0, 1.0), Integer("k", "", "a count", 0, 1),
+                        Choice("mode", "", "a kind", ("a", "b"))])
+    x = np.linspace(0.05, 0.95, 10)
+    k = np.array([0, 1, 1, 0, 1, 1, 0, 1, 1, 0])
+    mode = np.array(["a", "b"] * 5, dtype=object)
+    base = [{"x": x, "k": k, "mode": mode, "score": x.copy()}]  # the start fails at small x
+    better = [{"x": x, "k": k, "mode": mode, "score": np.full(10, 0.5)}]
+    new = [{"x": np.array([0.1, 0.1, 0.2, 0.9]), "k": np.array([0, 0, 1, 1]), "mode": np.array(["a"] * 4, dtype=object)}]
+    result = analyse(space, "segmentation", base, {"worst10": better}, {"worst10": new}, n_bins=2)
+    by_name = {p["parameter"]: p for p in result["parameters"]}
+    xs = by_name["x"]
+    assert xs["n_val"] == [5, 5]
+    assert xs["cycle0"] == pytest.approx([x[:5].mean(), x[5:].mean()])
+    assert xs["final"]["worst10"] == pytest.approx([0.5, 0.5])
+    assert xs["new_share"]["worst10"] == pytest.approx([0.75, 0.25])
+    assert by_name["k"]["bins"] == ["0", "1"] and by_name["k"]["n_val"] == [4, 6]  # one bin per value
+    assert by_name["mode"]["bins"] == ["a", "b"] and by_name["mode"]["new_share"]["worst10"] == [1.0, 0.0]
+    worst = result["worst"]["cycle 0"][0]
+    assert worst["parameter"] == "x" and worst["mean"] == pytest.approx(x[:5].mean())
+    assert result["metric"] == "iou" and result["n_val_samples"] == 10
+
+
+def test_report_of_a_comparison_that_has_not_run_yet(tmp_path) -> None:
+    from loop.study.report import write_report
+
+    out = str(tmp_path / "out")
+    resolve_settings(out, TINY)
+    result = write_report(out, say=lambda line: None)
+    assert result["complete_seeds"] == [] and result["statistics"] == {}
+    assert set(result["files"]) == {"report", "json"}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Complete seeds (every policy run finished): 0 of 2" in report and "No seed is complete yet" in report
+    assert report.count("| absent |") == 6
+
+
+def test_fork_refuses_an_unfinished_base_and_an_occupied_destination(tmp_path) -> None:
+    from generators import get_generator
+    from loop.run.fork import ForkError, fork_run
+
+    grains = get_generator("grains")
+    base = str(tmp_path / "base")
+    RunStore.create(base, generator_name=grains.name, generator_version=grains.version, task=grains.task,
+                    space=grains.space, config={})
+    with pytest.raises(ForkError, match="cycle 0 is not done"):
+        fork_run(base, str(tmp_path / "fork"), policy="random", cycles=1)
+    with pytest.raises(ForkError, match="already holds a run"):
+        fork_run(base, base, policy="random", cycles=1)
+    with pytest.raises(PolicyError, match="unknown policy"):
+        fork_run(base, str(tmp_path / "fork"), policy="nope", cycles=1)
+    assert not (tmp_path / "fork").exists()
+
+
+# --- a smoke comparison end to end ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def comparison(ray_local, tmp_path_factory) -> tuple[str, list[str]]:
+    """2 seeds × random, worst10 on the smoke preset with tiny sizes, 1 cycle."""
+    out = str(tmp_path_factory.mktemp("compare") / "out")
+    lines: list[str] = []
+    compare(out, TINY, say=lines.append)
+    return out, lines
+
+
+def _final_val(run: str, cycle: int, metric: str) -> float:
+    """The run's mean validation score of ``cycle``, straight from its metric table."""
+    metrics = RunStore.open(run).metrics()
+    return float(pc.mean(metrics.filter(pc.equal(metrics["cycle"], cycle))[metric]).as_py())
+
+
+def _params(run: str, cycle: int) -> list[dict]:
+    return RunStore.open(run).params(cycle=cycle).drop(["created_at"]).sort_by("sample_id").to_pylist()
+
+
+def test_policies_fine_tune_one_shared_start(comparison) -> None:
+    out, lines = comparison
+    assert any("6 runs (2 base + 4 policy runs), 1 at a time" in line for line in lines)
+    for seed in (1, 2):
+        base = run_dir(out, seed)
+        digest = Path(base, "checkpoints", "cycle_000.pt.sha256").read_text()
+        new_ids = []
+        for policy in ("random", "worst10"):
+            run = run_dir(out, seed, policy)
+            status = run_status(run)  # a fork is a normal run
+            assert status["policy"] == policy and [c["state"] for c in status["cycles"]] == ["done", "done"]
+            assert _params(run, 0) == _params(base, 0)
+            assert Path(run, "checkpoints", "cycle_000.pt.sha256").read_text() == digest
+            assert _final_val(run, 0, "miou") == _final_val(base, 0, "miou")
+            new = _params(run, 1)
+            assert len(new) == 6 and {r["split"] for r in new} == {"train"}
+            new_ids.append([r["sample_id"] for r in new])
+        assert new_ids[0] == new_ids[1]  # the same number of new samples, numbered alike
+    # Different seeds start from different data.
+    assert _params(run_dir(out, 1), 0) != _params(run_dir(out, 2), 0)
+
+
+def test_report_numbers_equal_the_run_directories(comparison) -> None:
+    out, _ = comparison
+    report = (Path(out) / "report.md").read_text()
+    data = json.loads((Path(out) / "report.json").read_text())
+    for name in ("metric_per_cycle.png", "paired_final.png", "failures.png"):
+        assert (Path(out) / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data["complete_seeds"] == [1, 2]
+    val = data["statistics"]["val"]
+    finals = {}
+    for metric in ("miou", "error", "boundary_f1"):
+        finals[metric] = {p: [_final_val(run_dir(out, s, p), 1, metric) for s in (1, 2)] for p in ("random", "worst10")}
+        for policy, values in finals[metric].items():
+            summary = val["summary"][metric][policy]
+            assert summary["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+            assert summary["sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+            assert f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" in report
+            assert f"[{summary['ci_low']:.4f}, {summary['ci_high']:.4f}]" in report
+        (test,) = val["tests"][metric]
+        expected = stats.ttest_rel(finals[metric]["random"], finals[metric]["worst10"]).pvalue
+        if math.isfinite(expected):
+            assert test["p_value"] == pytest.approx(expected)
+        assert f"| {metric} | random − worst10 |" in report
+    start = [_final_val(run_dir(out, s), 0, "miou") for s in (1, 2)]
+    assert val["cycle0"]["miou"]["mean"] == pytest.approx(np.mean(start), abs=1e-12)
+    assert val["summary"]["error"]["random"]["interval"] == "agresti-coull"
+    assert "## Failure analysis" in report and "**boundary_thickness**" in report
+    assert data["failures"]["n_val_samples"] == 20
+
+    # --report re-renders the same numbers from the run directories, running nothing.
+    result = CliRunner().invoke(main, ["compare", "--report", out, "--json"])
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again["statistics"] == json.loads(json.dumps(data["statistics"]))
+    assert again["failures"] == data["failures"]
+
+
+def _link_tree(src: str, dst: str) -> None:
+    """Copy a comparison cheaply: hard links, except journals (appended to in place)."""
+    def copy(s: str, d: str) -> None:
+        if s.endswith("journal.jsonl") or s.endswith(".toml"):
+            shutil.copy2(s, d)
+        else:
+            os.link(s, d)
+    shutil.copytree(src, dst, copy_function=copy)
+
+
+@pytest.mark.slow
+def test_resume_does_only_the_missing_work(comparison, tmp_path) -> None:
+    original, _ = comparison
+    out = str(tmp_path / "out")
+    _link_tree(original, out)
+    # seed 2's worst10 run never started; seed 1's worst10 run was killed after generating cycle 1.
+    shutil.rmtree(run_dir(out, 2, "worst10"))
+    journal = Path(run_dir(out, 1, "worst10"), "journal.jsonl")
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    cut = next(i for i, e in enumerate(events) if e["event"] == "generated" and e.get("cycle") == 1)
+    journal.write_text("".join(json.dumps(e) + "\n" for e in events[:cut + 1]))
+    untouched = {run: Path(run, "journal.jsonl").read_bytes() for run in
+                 (run_dir(out, 1), run_dir(out, 2), run_dir(out, 1, "random"), run_dir(out, 2, "random"))}
+
+    lines: list[str] = []
+    compare(out, {}, say=lines.append)
+
+    for run, before in untouched.items():
+        assert Path(run, "journal.jsonl").read_bytes() == before, run
+    assert sum("done already, skipped" in line for line in lines) == 4
+    resumed = [json.loads(line) for line in journal.read_text().splitlines()][cut + 1:]
+    assert [e["event"] for e in resumed][:2] == ["resumed", "trained"]
+    assert resumed[-1]["event"] == "finished"
+    assert not any(e["event"] == "generated" for e in resumed)  # cycle 1's data was kept
+    assert any(e["event"] == "forked" for e in map(json.loads, Path(run_dir(out, 2, "worst10"), "journal.jsonl")
+                                                      .read_text().splitlines()))
+    # The redone run proposes exactly what the original did: same start, same seed.
+    assert _params(run_dir(out, 2, "worst10"), 1) == _params(run_dir(original, 2, "worst10"), 1)
+    assert json.loads((Path(out) / "report.json").read_text())["complete_seeds"] == [1, 2]
