@@ -10,6 +10,7 @@ from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 import numpy as np
 
 from generators.space import ParamSpace
+from loop.errors import InputError
 
 TASKS = ("segmentation", "classification")
 
@@ -47,7 +48,7 @@ class Generator(Protocol):
         ...
 
 
-class GeneratorError(ValueError):
+class GeneratorError(InputError):
     """A generator was asked for something it cannot do (unknown name, bad size...)."""
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from generators.base import check_size
 from generators.registry import get_generator
+from loop.errors import InputError
 
 
 def peak_rss_mb() -> float:
@@ -36,7 +37,7 @@ def bench_generate(generator_name: str = "grains", size: int = 512, n: int = 50,
     """
     size = check_size(size)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n: expected a positive number of images, got {n!r}")
+        raise InputError(f"n: expected a positive number of images, got {n!r}")
     gen = get_generator(generator_name)
     params = gen.space.sample(np.random.default_rng(seed), n)
     gen.render(params[0], seed, size)

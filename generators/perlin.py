@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import sparse
+from generators.base import GeneratorError
 
 # The 2-D gradients of improved Perlin noise: the (x, y) part of the 16 cube-edge vectors.
 _GRAD2 = np.array(
@@ -22,7 +23,7 @@ _GRAD2 = np.array(
 )
 
 
-class PerlinError(ValueError):
+class PerlinError(GeneratorError):
     """Bad input to the Perlin noise functions."""
 
 

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+from generators.base import GeneratorError
 
 
-class RasterError(ValueError):
+class RasterError(GeneratorError):
     """Bad input to the rasterisation functions, or curves that do not cover the image."""
 
 

@@ -14,9 +14,10 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+from loop.errors import InputError
 
 
-class ParamSpaceError(ValueError):
+class ParamSpaceError(InputError):
     """A parameter set or a space declaration does not fit the space."""
 
 

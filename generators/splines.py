@@ -15,9 +15,10 @@ from functools import lru_cache
 
 import numpy as np
 from scipy.interpolate import CubicSpline
+from generators.base import GeneratorError
 
 
-class SplineError(ValueError):
+class SplineError(GeneratorError):
     """Bad input to the boundary-curve functions."""
 
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import Delaunay
+from generators.base import GeneratorError
 
 
 # The 3x3 tiling's offsets in units of the square's side, the original (0, 0) first.
 _SHIFTS = np.array([(dx, dy) for dy in (0, -1, 1) for dx in (0, -1, 1)], dtype=np.float64)
 
 
-class TessellationError(ValueError):
+class TessellationError(GeneratorError):
     """Bad input to the tessellation functions."""
 
 

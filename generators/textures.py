@@ -37,6 +37,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 from skimage.transform import resize
+from generators.base import GeneratorError
 
 PATCH = 32
 """Side of a quilting patch (px of the exemplar) and of the seed tile."""
@@ -66,7 +67,7 @@ DEFAULT_EXEMPLARS = ("brick", "gravel", "grass")
 """scikit-image's bundled texture photographs used when no exemplar folder is given."""
 
 
-class TextureError(ValueError):
+class TextureError(GeneratorError):
     """An exemplar folder, an exemplar image or a texture request cannot be used."""
 
 

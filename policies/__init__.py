@@ -14,3 +14,11 @@ __all__ = [
     "LatinHypercubePolicy", "MixPolicy", "RandomPolicy", "SobolPolicy", "WorstPolicy",
     "METRIC_HIGHER_IS_BETTER",
 ]
+
+# The built-in policies; a new one is one module and one line here.
+register_policy("random", RandomPolicy)
+register_policy("sobol", SobolPolicy)
+register_policy("lhs", LatinHypercubePolicy)
+register_policy("worst", WorstPolicy)
+register_policy("mix", MixPolicy)
+register_alias("worst10", "worst:k=0.1,m=10,radius=0.05")

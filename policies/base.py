@@ -34,9 +34,10 @@ import numpy as np
 import pyarrow as pa
 
 from generators.space import ParamSpace, ParamSpaceError
+from loop.errors import InputError
 
 
-class PolicyError(ValueError):
+class PolicyError(InputError):
     """A policy name or setting is invalid, or a policy cannot propose from the view it got."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import qmc
 
-from policies import settings
+from policies.settings import boolean, fmt
 from policies.base import Policy, PolicyView, Proposal
 
 
@@ -28,12 +28,12 @@ class LatinHypercubePolicy(Policy):
     kind = "lhs"
 
     def __init__(self, scramble: bool | str = True):
-        self.scramble = settings.boolean(self.kind, "scramble", scramble)
+        self.scramble = boolean(self.kind, "scramble", scramble)
 
     @property
     def name(self) -> str:
         """``"lhs:scramble=<bool>"``."""
-        return f"{self.kind}:scramble={settings.fmt(self.scramble)}"
+        return f"{self.kind}:scramble={fmt(self.scramble)}"
 
     def _propose(self, view: PolicyView, n: int, rng: np.random.Generator) -> list[Proposal]:
         engine = qmc.LatinHypercube(len(view.space), scramble=self.scramble, rng=rng)

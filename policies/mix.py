@@ -23,8 +23,9 @@ import math
 
 import numpy as np
 
-from policies import settings
+from policies.settings import fmt, number
 from policies.base import Policy, PolicyError, PolicyView, Proposal
+from policies.registry import available_policies, get_policy
 
 _SUM_TOLERANCE = 1e-9
 
@@ -56,9 +57,6 @@ class MixPolicy(Policy):
     kind = "mix"
 
     def __init__(self, **weights: float | str):
-        # Imported here: the registry imports this module to register it.
-        from policies.registry import available_policies, get_policy
-
         example = "e.g. mix:worst10=0.7,random=0.3"
         if not weights:
             raise PolicyError(f"policy 'mix': needs sub-policies with weights, {example}")
@@ -70,17 +68,17 @@ class MixPolicy(Policy):
                     f"policy 'mix': sub-policy {key!r} is not a setting-free policy name or alias; "
                     f"expected one of {', '.join(n for n in available_policies() if n != self.kind)} ({example})"
                 )
-            self.weights[key] = settings.number(self.kind, key, value, low=0.0, high=1.0, low_open=True)
+            self.weights[key] = number(self.kind, key, value, low=0.0, high=1.0, low_open=True)
             self.parts[key] = get_policy(key)
         total = math.fsum(self.weights.values())
         if abs(total - 1.0) > _SUM_TOLERANCE:
-            listed = ",".join(f"{k}={settings.fmt(w)}" for k, w in self.weights.items())
+            listed = ",".join(f"{k}={fmt(w)}" for k, w in self.weights.items())
             raise PolicyError(f"policy 'mix': weights {listed} sum to {total:.12g}; expected a sum of 1")
 
     @property
     def name(self) -> str:
         """``"mix:<name>=<weight>,..."`` in the order written."""
-        return f"{self.kind}:" + ",".join(f"{k}={settings.fmt(w)}" for k, w in self.weights.items())
+        return f"{self.kind}:" + ",".join(f"{k}={fmt(w)}" for k, w in self.weights.items())
 
     def counts(self, n: int) -> dict[str, int]:
         """How many of ``n`` proposals each sub-policy makes."""

@@ -3,7 +3,7 @@
 A spec is ``name[:key=value,...]``: ``random``, ``sobol:seed=3``,
 ``worst:k=0.1,m=10,radius=0.05,dims=color|thickness``, ``mix:worst10=0.7,random=0.3``.
 An alias (``worst10``) stands for a whole spec and takes no settings of its own.
-Adding a policy = one module + one ``register_policy`` line below.
+Adding a policy = one module + one ``register_policy`` line in ``policies/__init__.py``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,6 @@ import inspect
 import re
 
 from policies.base import Policy, PolicyError
-from policies.lhs import LatinHypercubePolicy
-from policies.mix import MixPolicy
-from policies.random import RandomPolicy
-from policies.sobol import SobolPolicy
-from policies.worst import WorstPolicy
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _POLICIES: dict[str, type[Policy]] = {}
@@ -100,11 +95,3 @@ def get_policy(spec: str) -> Policy:
                     f"known settings: {', '.join(accepted) or '(none)'}"
                 )
     return cls(**found)
-
-
-register_policy("random", RandomPolicy)
-register_policy("sobol", SobolPolicy)
-register_policy("lhs", LatinHypercubePolicy)
-register_policy("worst", WorstPolicy)
-register_policy("mix", MixPolicy)
-register_alias("worst10", "worst:k=0.1,m=10,radius=0.05")

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.compute as pc
 from scipy.stats import qmc
 
-from policies import settings
+from policies.settings import boolean, fmt, integer
 from policies.base import Policy, PolicyView, Proposal
 
 _MAX_SEED = 2**63 - 1  # numpy seeds are unbounded; keep the setting a signed 64-bit integer
@@ -51,13 +51,13 @@ class SobolPolicy(Policy):
     kind = "sobol"
 
     def __init__(self, scramble: bool | str = True, seed: int | str = 0):
-        self.scramble = settings.boolean(self.kind, "scramble", scramble)
-        self.seed = settings.integer(self.kind, "seed", seed, low=0, high=_MAX_SEED)
+        self.scramble = boolean(self.kind, "scramble", scramble)
+        self.seed = integer(self.kind, "seed", seed, low=0, high=_MAX_SEED)
 
     @property
     def name(self) -> str:
         """``"sobol:scramble=<bool>,seed=<int>"``."""
-        return f"{self.kind}:scramble={settings.fmt(self.scramble)},seed={self.seed}"
+        return f"{self.kind}:scramble={fmt(self.scramble)},seed={self.seed}"
 
     def _propose(self, view: PolicyView, n: int, rng: np.random.Generator) -> list[Proposal]:
         engine = qmc.Sobol(len(view.space), scramble=self.scramble, rng=self.seed)

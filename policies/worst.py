@@ -39,7 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from policies import settings
+from policies.settings import choice, fmt, integer, number
+from policies.settings import names as dimension_names
 from policies.base import Policy, PolicyError, PolicyView, Proposal
 
 #: Metric name -> True when higher is better. The evaluator's per-sample metric columns.
@@ -80,12 +81,12 @@ class WorstPolicy(Policy):
 
     def __init__(self, k: float | str = 0.1, m: int | str = 10, radius: float | str = 0.05,
                  dims: str | tuple[str, ...] | None = None, metric: str | None = None, split: str = "val"):
-        self.k = settings.number(self.kind, "k", k, low=0.0, high=1.0, low_open=True)
-        self.m = settings.integer(self.kind, "m", m, low=1)
-        self.radius = settings.number(self.kind, "radius", radius, low=0.0, high=1.0, low_open=True)
-        self.dims = None if dims is None else settings.names(self.kind, "dims", dims)
+        self.k = number(self.kind, "k", k, low=0.0, high=1.0, low_open=True)
+        self.m = integer(self.kind, "m", m, low=1)
+        self.radius = number(self.kind, "radius", radius, low=0.0, high=1.0, low_open=True)
+        self.dims = None if dims is None else dimension_names(self.kind, "dims", dims)
         self._metric_given = metric is not None
-        self.metric = settings.choice(self.kind, "metric", "iou" if metric is None else metric,
+        self.metric = choice(self.kind, "metric", "iou" if metric is None else metric,
                                       sorted(METRIC_HIGHER_IS_BETTER))
         self.split = str(split).strip()
         if not self.split or any(c in self.split for c in ",=:"):
@@ -94,7 +95,7 @@ class WorstPolicy(Policy):
     @property
     def name(self) -> str:
         """``"worst:k=..,m=..,radius=.."`` plus ``dims``, ``metric``, ``split`` when not default."""
-        text = f"{self.kind}:k={settings.fmt(self.k)},m={self.m},radius={settings.fmt(self.radius)}"
+        text = f"{self.kind}:k={fmt(self.k)},m={self.m},radius={fmt(self.radius)}"
         if self.dims is not None:
             text += ",dims=" + "|".join(self.dims)
         if self.metric != "iou":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -89,15 +89,3 @@ class DatasetView:
         state = self.__dict__.copy()
         state["_reader"] = None
         return state
-
-    def torch_dataset(self, transform: Callable[[np.ndarray, Any], Any] | None = None) -> Any:
-        """This view as a ``torch.utils.data.Dataset`` (works with ``DataLoader(num_workers>0)``).
-
-        Without ``transform`` an item is ``(image, target)`` as tensors: uint8 (H, W) and either
-        a uint8 (H, W) mask or an int64 scalar label. With it, an item is
-        ``transform(image, target)`` on the numpy image and the mask array or int label;
-        ``transform`` must be picklable for worker processes.
-        """
-        from stores.torchdata import ViewDataset
-
-        return ViewDataset(self, transform)

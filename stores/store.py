@@ -353,6 +353,11 @@ class RunStore:
         """Names of the committed metric fragments, oldest first."""
         return self._metric_names()
 
+    @property
+    def location(self) -> Location:
+        """Where the run lives: reads and writes of the run's other files go through it."""
+        return self._location
+
     def path(self, *parts: str) -> str:
         """URI of ``parts`` below the run (checkpoints, reports, journal): the run's other files."""
         return self._location.url(*parts)

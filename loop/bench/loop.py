@@ -13,7 +13,8 @@ from generators import get_generator
 from loop.run.generation import plan_batches, run_plans
 from loop.run.journal import Journal
 from loop.config.run import RunConfig
-from loop.run.lifecycle import JOURNAL, start_run
+from loop.run.lifecycle import start_run
+from loop.run.names import JOURNAL
 from policies import Proposal
 
 

@@ -6,8 +6,8 @@ a "bare loop": the same model, batch and size trained on tensors already on the 
 ratio of the two training speeds is the data path's efficiency (1.0 = loading and augmenting
 cost nothing). Numbers are noisy on a shared machine.
 
-Also here: :class:`ArrayView`, an in-memory dataset view over numpy arrays (the store's view
-interface), and small synthetic data sets to feed it.
+The data are the project's own generators (grains, cracks) rendered into an in-memory
+:class:`loop.train.data.ArrayView`.
 """
 
 from __future__ import annotations
@@ -20,104 +20,37 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy import ndimage, spatial
+
+from generators import get_generator
 
 from loop.train.checkpoints import save_checkpoint
 from loop.config.training import get_preset
 from loop.train.losses import build_loss
 from loop.train.model import set_encoder_frozen
-from loop.train.fit import Precision, make_loader, resolve_device, stage_generator, to_device, train
-
-
-class ArrayView:
-    """A dataset view over arrays: ``len``, ``[i] -> (image, target)``, ``sample_ids``, ``params``.
-
-    ``images``: uint8 (n, H, W); ``targets``: uint8 masks (n, H, W) or int labels (n,).
-    """
-
-    def __init__(self, images: np.ndarray, targets: np.ndarray | Sequence[int], sample_ids: np.ndarray | None = None):
-        self.images = np.asarray(images)
-        self.targets = np.asarray(targets)
-        if self.images.ndim != 3 or self.images.dtype != np.uint8:
-            raise ValueError(f"images: expected uint8 (n, H, W), got {self.images.dtype} {self.images.shape}")
-        if len(self.targets) != len(self.images):
-            raise ValueError(f"targets: expected {len(self.images)} entries, got {len(self.targets)}")
-        ids = np.arange(len(self.images)) if sample_ids is None else sample_ids
-        self.sample_ids = np.asarray(ids, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, Any]:
-        target = self.targets[i]
-        return self.images[i], (target if target.ndim else int(target))
-
-    @property
-    def params(self):
-        """A parameter table with the sample ids only (these samples have no generator parameters)."""
-        import pyarrow as pa
-
-        return pa.table({"sample_id": pa.array(self.sample_ids, pa.int64())})
-
-
-def synthetic_grains(n: int, size: int, seed: int, cells: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` grain-like images: Voronoi cells of random grey, dark 2-px boundaries, noise.
-
-    Returns ``(images uint8 (n, size, size), masks uint8 (n, size, size), 1 = boundary)``.
-    """
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    grid = np.stack([yy.ravel(), xx.ravel()], axis=1)
-    images = np.empty((n, size, size), np.uint8)
-    masks = np.zeros((n, size, size), np.uint8)
-    for k in range(n):
-        points = rng.uniform(0, size, (cells, 2))
-        labels = spatial.cKDTree(points).query(grid)[1].reshape(size, size)
-        edge = np.zeros((size, size), bool)
-        dx = labels[:, 1:] != labels[:, :-1]
-        dy = labels[1:, :] != labels[:-1, :]
-        edge[:, 1:] |= dx
-        edge[:, :-1] |= dx
-        edge[1:, :] |= dy
-        edge[:-1, :] |= dy
-        grey = rng.uniform(110, 230, cells)[labels]
-        grey[edge] = rng.uniform(20, 70)
-        grey = ndimage.gaussian_filter(grey, 0.7) + rng.normal(0, 8, (size, size))
-        images[k] = np.clip(grey, 0, 255).astype(np.uint8)
-        masks[k] = edge
-    return images, masks
-
-
-def synthetic_scratches(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` textured surfaces, half of them with a dark line across (label 1), for classification.
-
-    Returns ``(images uint8 (n, size, size), labels int64 (n,))``.
-    """
-    from skimage.draw import line_aa
-
-    rng = np.random.default_rng(seed)
-    images = np.empty((n, size, size), np.uint8)
-    labels = (np.arange(n) % 2).astype(np.int64)
-    for k in range(n):
-        surface = ndimage.gaussian_filter(rng.normal(150, 25, (size, size)), 1.5)
-        if labels[k]:
-            r0, c0, r1, c1 = rng.integers(0, size, 4)
-            rr, cc, val = line_aa(r0, c0, r1, c1)
-            surface[rr, cc] -= 90 * val
-        images[k] = np.clip(surface, 0, 255).astype(np.uint8)
-    return images, labels
+from loop.train.data import ArrayView
+from loop.train.device import resolve_device
+from loop.train.fit import Precision, make_loader, stage_generator, to_device, train
+from loop.errors import InputError
 
 
 def synthetic_view(spec: Mapping[str, Any]) -> ArrayView:
-    """An :class:`ArrayView` described by a small dict (cheap to send to a Ray actor).
+    """An :class:`ArrayView` of the project's own generator, described by a small dict (cheap to
+    send to a Ray actor).
 
-    ``spec``: ``{"task": "segmentation"|"classification", "n": int, "size": int, "seed": int}``.
+    ``spec``: ``{"task": "segmentation"|"classification", "n": int, "size": int, "seed": int}``;
+    segmentation renders ``grains``, classification ``cracks``, at random points of their space.
     """
     task = spec.get("task", "segmentation")
-    make = {"segmentation": synthetic_grains, "classification": synthetic_scratches}.get(task)
-    if make is None:
-        raise ValueError(f"task: expected 'segmentation' or 'classification', got {task!r}")
-    return ArrayView(*make(int(spec["n"]), int(spec["size"]), int(spec.get("seed", 0))))
+    name = {"segmentation": "grains", "classification": "cracks"}.get(task)
+    if name is None:
+        raise InputError(f"task: expected 'segmentation' or 'classification', got {task!r}")
+    generator = get_generator(name)
+    n, size, seed = int(spec["n"]), int(spec["size"]), int(spec.get("seed", 0))
+    rng = np.random.default_rng(seed)
+    samples = [generator.render(params, seed * 1_000_003 + k, size)
+               for k, params in enumerate(generator.space.sample(rng, n))]
+    targets = [s.mask for s in samples] if task == "segmentation" else [s.label for s in samples]
+    return ArrayView(np.stack([s.image for s in samples]), np.asarray(targets))
 
 
 def _sync(device: torch.device) -> None:
@@ -194,7 +127,7 @@ def bench_train(
     try:
         chosen = p.train.stages[stage]
     except IndexError:
-        raise ValueError(f"stage: expected an index into the {len(p.train.stages)} stages of {preset!r}, got {stage}") from None
+        raise InputError(f"stage: expected an index into the {len(p.train.stages)} stages of {preset!r}, got {stage}") from None
     stage_cfg = dataclasses.replace(chosen, size=size or chosen.size, epochs=epochs)
     cfg = dataclasses.replace(
         p.train, stages=(stage_cfg,), num_workers=p.train.num_workers if num_workers is None else num_workers

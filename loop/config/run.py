@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from loop.config.training import ConfigError, _Dict, _fail, _int
+from loop.config.fields import ConfigError, DictFields, check_int, fail
 
 FINETUNE_DATA = ("new", "all")
 
@@ -26,7 +26,7 @@ DATA_PRESETS: dict[str, tuple[int, int, int, int]] = {
 
 
 @dataclass(frozen=True)
-class RunConfig(_Dict):
+class RunConfig(DictFields):
     """What a run does, cycle by cycle.
 
     Cycle 0 renders ``n_train`` training samples (``initial_policy``) and ``n_val`` fixed
@@ -59,17 +59,17 @@ class RunConfig(_Dict):
         for name in ("generator", "policy", "initial_policy", "preset"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
-                raise _fail(f"run.{name}", value, "a non-empty name")
-        _int("run.cycles", self.cycles, 0, 10_000)
-        _int("run.seed", self.seed, 0, 2**63 - 1)
-        _int("run.size", self.size, 32, 4096)
-        _int("run.n_train", self.n_train, 1, 10**8)
-        _int("run.n_val", self.n_val, 1, 10**8)
-        _int("run.n_per_cycle", self.n_per_cycle, 1, 10**8)
-        _int("run.batch_size", self.batch_size, 1, 10**5)
-        _int("run.workers", self.workers, 0, 100_000)
+                raise fail(f"run.{name}", value, "a non-empty name")
+        check_int("run.cycles", self.cycles, 0, 10_000)
+        check_int("run.seed", self.seed, 0, 2**63 - 1)
+        check_int("run.size", self.size, 32, 4096)
+        check_int("run.n_train", self.n_train, 1, 10**8)
+        check_int("run.n_val", self.n_val, 1, 10**8)
+        check_int("run.n_per_cycle", self.n_per_cycle, 1, 10**8)
+        check_int("run.batch_size", self.batch_size, 1, 10**5)
+        check_int("run.workers", self.workers, 0, 100_000)
         if self.finetune_on not in FINETUNE_DATA:
-            raise _fail("run.finetune_on", self.finetune_on, f"one of {FINETUNE_DATA}")
+            raise fail("run.finetune_on", self.finetune_on, f"one of {FINETUNE_DATA}")
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> "RunConfig":

@@ -19,96 +19,20 @@ Presets (:func:`get_preset`):
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping
 
-TASKS = ("segmentation", "classification")
+from dataclasses import dataclass, field
+from typing import Any
+from generators.base import TASKS
+from loop.config.fields import ConfigError, DictFields, check_bool, check_float, check_int, fail, set_field
+
 ARCHS = {"segmentation": ("unet",), "classification": ("classifier",)}
 # ResNets only: the ImageNet loader adapts the first conv by its torchvision key name.
 ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 MAX_SIZE = 4096
 
 
-class ConfigError(ValueError):
-    """A configuration field has a value it cannot take."""
-
-
-def _fail(field_name: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"{field_name}: expected {expected}, got {value!r}")
-
-
-def _int(field_name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _fail(field_name, value, f"an integer in [{low}, {high}]")
-    return value
-
-
-def _float(field_name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and (low < value if low_open else low <= value)
-        and value <= high
-    )
-    if not ok:
-        raise _fail(field_name, value, f"a number in {'(' if low_open else '['}{low}, {high}]")
-    return float(value)
-
-
-def _bool(field_name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(field_name, value, "true or false")
-    return value
-
-
-def _set(obj: Any, name: str, value: Any) -> None:
-    # Frozen dataclasses normalise their own fields (int -> float, list -> tuple) once, here.
-    object.__setattr__(obj, name, value)
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return value.to_dict()
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
-
-
-class _Dict:
-    """``to_dict`` / ``from_dict`` for the frozen config dataclasses below."""
-
-    _nested: dict[str, Any] = {}
-    _where = "config"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (TOML-ready): lists for tuples, ``None`` fields left out."""
-        return {
-            f.name: _plain(getattr(self, f.name))
-            for f in dataclasses.fields(self)  # type: ignore[arg-type]
-            if getattr(self, f.name) is not None
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str | None = None):
-        """Build from a ``to_dict`` form; unknown keys and bad values raise :class:`ConfigError`."""
-        where = where or cls._where
-        if not isinstance(data, Mapping):
-            raise _fail(where, data, "a table (mapping)")
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; expected some of {names}")
-        kwargs = dict(data)
-        for name, sub in cls._nested.items():
-            if name in kwargs:
-                kwargs[name] = sub(kwargs[name], where=f"{where}.{name}")
-        return cls(**kwargs)
-
-
 @dataclass(frozen=True)
-class ModelConfig(_Dict):
+class ModelConfig(DictFields):
     """Which network to build.
 
     ``arch`` defaults to the task's only architecture ("unet" for segmentation, "classifier"
@@ -129,28 +53,28 @@ class ModelConfig(_Dict):
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise _fail("model.task", self.task, f"one of {TASKS}")
+            raise fail("model.task", self.task, f"one of {TASKS}")
         archs = ARCHS[self.task]
         if self.arch is None:
-            _set(self, "arch", archs[0])
+            set_field(self, "arch", archs[0])
         elif self.arch not in archs:
-            raise _fail("model.arch", self.arch, f"one of {archs} for task {self.task!r}")
+            raise fail("model.arch", self.arch, f"one of {archs} for task {self.task!r}")
         if self.encoder not in ENCODERS:
-            raise _fail("model.encoder", self.encoder, f"one of {ENCODERS}")
-        _int("model.in_channels", self.in_channels, 1, 16)
+            raise fail("model.encoder", self.encoder, f"one of {ENCODERS}")
+        check_int("model.in_channels", self.in_channels, 1, 16)
         if self.classes is None:
-            _set(self, "classes", 1 if self.task == "segmentation" else 2)
+            set_field(self, "classes", 1 if self.task == "segmentation" else 2)
         elif self.task == "segmentation":
             if self.classes != 1 or isinstance(self.classes, bool):
-                raise _fail("model.classes", self.classes, "1 for segmentation (one boundary logit per pixel)")
+                raise fail("model.classes", self.classes, "1 for segmentation (one boundary logit per pixel)")
         else:
-            _int("model.classes", self.classes, 2, 100_000)
+            check_int("model.classes", self.classes, 2, 100_000)
         if self.encoder_weights is not None and (not isinstance(self.encoder_weights, str) or not self.encoder_weights):
-            raise _fail("model.encoder_weights", self.encoder_weights, "a path to a local weights file, or none")
+            raise fail("model.encoder_weights", self.encoder_weights, "a path to a local weights file, or none")
 
 
 @dataclass(frozen=True)
-class Stage(_Dict):
+class Stage(DictFields):
     """One step of the schedule: ``epochs`` at ``size`` px, encoder frozen or not, one LR cycle."""
 
     size: int
@@ -162,17 +86,17 @@ class Stage(_Dict):
     _where = "stage"
 
     def __post_init__(self) -> None:
-        _int("stage.size", self.size, 32, MAX_SIZE)
+        check_int("stage.size", self.size, 32, MAX_SIZE)
         if self.size % 32:
-            raise _fail("stage.size", self.size, "a multiple of 32 (the U-Net halves the image 5 times)")
-        _int("stage.epochs", self.epochs, 1, 100_000)
-        _bool("stage.freeze_encoder", self.freeze_encoder)
-        _set(self, "lr_max", _float("stage.lr_max", self.lr_max, 0.0, 10.0, low_open=True))
-        _int("stage.batch_size", self.batch_size, 1, 1 << 16)
+            raise fail("stage.size", self.size, "a multiple of 32 (the U-Net halves the image 5 times)")
+        check_int("stage.epochs", self.epochs, 1, 100_000)
+        check_bool("stage.freeze_encoder", self.freeze_encoder)
+        set_field(self, "lr_max", check_float("stage.lr_max", self.lr_max, 0.0, 10.0, low_open=True))
+        check_int("stage.batch_size", self.batch_size, 1, 1 << 16)
 
 
 @dataclass(frozen=True)
-class AugmentConfig(_Dict):
+class AugmentConfig(DictFields):
     """On-the-fly augmentation (see :mod:`loop.train.augment`).
 
     ``brightness``: additive shift drawn from [-b, b] (fraction of full scale);
@@ -190,16 +114,16 @@ class AugmentConfig(_Dict):
     _where = "augment"
 
     def __post_init__(self) -> None:
-        _bool("augment.flip", self.flip)
-        _bool("augment.rot90", self.rot90)
-        _set(self, "brightness", _float("augment.brightness", self.brightness, 0.0, 1.0))
-        _set(self, "contrast", _float("augment.contrast", self.contrast, 0.0, 0.9))
-        _set(self, "stretch", _float("augment.stretch", self.stretch, 0.0, 0.5))
+        check_bool("augment.flip", self.flip)
+        check_bool("augment.rot90", self.rot90)
+        set_field(self, "brightness", check_float("augment.brightness", self.brightness, 0.0, 1.0))
+        set_field(self, "contrast", check_float("augment.contrast", self.contrast, 0.0, 0.9))
+        set_field(self, "stretch", check_float("augment.stretch", self.stretch, 0.0, 0.5))
 
 
 def _stages(value: Any, *, where: str) -> tuple[Stage, ...]:
     if not isinstance(value, (list, tuple)):
-        raise _fail(where, value, "a list of stage tables")
+        raise fail(where, value, "a list of stage tables")
     return tuple(s if isinstance(s, Stage) else Stage.from_dict(s, where=f"{where}[{i}]") for i, s in enumerate(value))
 
 
@@ -208,7 +132,7 @@ def _augment(value: Any, *, where: str) -> AugmentConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Dict):
+class TrainConfig(DictFields):
     """How to train: the stages in order, one-cycle LR settings, AdamW, augmentation, loss.
 
     One-cycle (``torch.optim.lr_scheduler.OneCycleLR``, one cycle per stage) goes from
@@ -240,26 +164,26 @@ class TrainConfig(_Dict):
     _where = "train"
 
     def __post_init__(self) -> None:
-        _set(self, "stages", _stages(self.stages, where="train.stages"))
+        set_field(self, "stages", _stages(self.stages, where="train.stages"))
         if not self.stages:
-            raise _fail("train.stages", self.stages, "at least one stage")
-        _set(self, "augment", _augment(self.augment, where="train.augment"))
-        _set(self, "pct_start", _float("train.pct_start", self.pct_start, 0.0, 1.0, low_open=True))
+            raise fail("train.stages", self.stages, "at least one stage")
+        set_field(self, "augment", _augment(self.augment, where="train.augment"))
+        set_field(self, "pct_start", check_float("train.pct_start", self.pct_start, 0.0, 1.0, low_open=True))
         if self.pct_start >= 1.0:
-            raise _fail("train.pct_start", self.pct_start, "a number in (0, 1)")
-        _set(self, "div_factor", _float("train.div_factor", self.div_factor, 1.0, 1e9))
-        _set(self, "final_div_factor", _float("train.final_div_factor", self.final_div_factor, 1.0, 1e12))
-        _set(self, "max_momentum", _float("train.max_momentum", self.max_momentum, 0.0, 1.0))
-        _set(self, "base_momentum", _float("train.base_momentum", self.base_momentum, 0.0, self.max_momentum))
-        _set(self, "weight_decay", _float("train.weight_decay", self.weight_decay, 0.0, 10.0))
-        _set(self, "dice_weight", _float("train.dice_weight", self.dice_weight, 0.0, 1e3))
-        _set(self, "bce_weight", _float("train.bce_weight", self.bce_weight, 0.0, 1e3))
+            raise fail("train.pct_start", self.pct_start, "a number in (0, 1)")
+        set_field(self, "div_factor", check_float("train.div_factor", self.div_factor, 1.0, 1e9))
+        set_field(self, "final_div_factor", check_float("train.final_div_factor", self.final_div_factor, 1.0, 1e12))
+        set_field(self, "max_momentum", check_float("train.max_momentum", self.max_momentum, 0.0, 1.0))
+        set_field(self, "base_momentum", check_float("train.base_momentum", self.base_momentum, 0.0, self.max_momentum))
+        set_field(self, "weight_decay", check_float("train.weight_decay", self.weight_decay, 0.0, 10.0))
+        set_field(self, "dice_weight", check_float("train.dice_weight", self.dice_weight, 0.0, 1e3))
+        set_field(self, "bce_weight", check_float("train.bce_weight", self.bce_weight, 0.0, 1e3))
         if self.dice_weight == 0 and self.bce_weight == 0:
-            raise _fail("train.dice_weight/bce_weight", (0.0, 0.0), "at least one weight > 0")
-        _int("train.num_workers", self.num_workers, 0, 256)
-        _int("train.seed", self.seed, 0, 2**63 - 1)
-        _bool("train.deterministic", self.deterministic)
-        _bool("train.amp", self.amp)
+            raise fail("train.dice_weight/bce_weight", (0.0, 0.0), "at least one weight > 0")
+        check_int("train.num_workers", self.num_workers, 0, 256)
+        check_int("train.seed", self.seed, 0, 2**63 - 1)
+        check_bool("train.deterministic", self.deterministic)
+        check_bool("train.amp", self.amp)
 
 
 @dataclass(frozen=True)
@@ -279,7 +203,7 @@ class Preset:
     def for_task(self, task: str, classes: int | None = None) -> "Preset":
         """This preset for ``task`` (segmentation or classification, with ``classes``)."""
         if task not in TASKS:
-            raise _fail("task", task, f"one of {TASKS}")
+            raise fail("task", task, f"one of {TASKS}")
         if task == self.model.task and classes is None:
             return self
         model = dataclasses.replace(self.model, task=task, arch=None, classes=classes)

@@ -25,17 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from generators.base import TASKS
 from loop.evaluate.metrics import EvaluationError
+from loop.train.device import resolve_device
 
 DIVISOR = 32
 """U-Net encoders downsample five times: inputs must have sides divisible by 32."""
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` → CUDA when available, else CPU; strings and devices pass through."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
@@ -101,7 +96,6 @@ def pad_to_multiple(images: np.ndarray, divisor: int = DIVISOR) -> np.ndarray:
     return np.pad(images, pad, mode="reflect" if min(h, w) > 1 else "edge")
 
 
-TASKS = ("segmentation", "classification")
 
 
 def _check_task(task: str) -> None:

@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 from scipy import ndimage, special, stats
+from loop.errors import InputError
 
 DEFAULT_TOLERANCE = 2
 """Boundary F1 tolerance in pixels: a predicted boundary pixel this close to a true one is a hit."""
@@ -40,7 +41,7 @@ CLASSIFICATION_KEYS = ("loss", "p_true", "error", "pred")
 _GRAIN_STRUCTURE = ndimage.generate_binary_structure(2, 1)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError):
     """Inputs to a metric, an inference or an evaluation are not what was expected."""
 
 

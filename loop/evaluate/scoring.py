@@ -24,6 +24,7 @@ from matplotlib.patches import Patch
 from skimage.transform import resize
 from torch import nn
 
+from generators.base import TASKS
 from loop.evaluate import infer
 from loop.evaluate.metrics import (
     CLASSIFICATION_KEYS,
@@ -38,7 +39,6 @@ from loop.evaluate.metrics import (
 )
 from loop.evaluate.real import RealFolder
 
-TASKS = infer.TASKS
 DEFAULT_THRESHOLD = 0.5
 """Boundary probability at or above which a pixel is predicted boundary."""
 
@@ -236,7 +236,7 @@ def _class_label(target: Any, index: int) -> int:
     return int(target)
 
 
-def summarize(table: pa.Table, columns: Sequence[str]) -> dict[str, Any]:
+def summarize_metrics(table: pa.Table, columns: Sequence[str]) -> dict[str, Any]:
     """Mean and standard deviation of each metric column over the rows, ignoring NaNs.
 
     Keys: ``n_images``, each column's name (its mean) and ``<name>_std`` (population std).
@@ -280,7 +280,7 @@ def evaluate_real(
     -------
     (table, summary): the table has one row per image in name order, ``name`` (string),
     ``height``, ``width`` (int64), then float64 metrics as in :func:`evaluate_view`
-    (classification adds int64 ``label``); the summary is :func:`summarize` of the metric
+    (classification adds int64 ``label``); the summary is :func:`summarize_metrics` of the metric
     columns plus ``task``.
     """
     check_settings(batch_size, tile, overlap, threshold, tol, min_grain_area)
@@ -328,7 +328,7 @@ def evaluate_real(
     data.update({c: [r[c] for r in rows] for c in columns})
     table = pa.table(data, schema=_metric_schema(columns, leading))
     summary: dict[str, Any] = {"task": task}
-    summary.update(summarize(table, columns))
+    summary.update(summarize_metrics(table, columns))
     return table, summary
 
 

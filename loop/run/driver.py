@@ -19,22 +19,13 @@ import pyarrow.compute as pc
 
 from generators import get_generator
 from loop.config.training import Preset
-from loop.run.generation import BatchPlan, plan_batches, run_plans
+from loop.run.generation import BatchPlan, next_ids, plan_batches, run_plans
 from loop.run.journal import Journal
+from loop.run.names import checkpoint_name, checkpoint_uri, val_metrics_name
 from loop.config.run import RunConfig
 from policies import PolicyView, Proposal, get_policy
 
 Progress = Callable[[str], None]
-
-
-def checkpoint_name(cycle: int) -> str:
-    """File name of cycle ``cycle``'s checkpoint under ``RUN/checkpoints``."""
-    return f"cycle_{cycle:03d}.pt"
-
-
-def val_metrics_name(cycle: int) -> str:
-    """Name of the metric fragment holding the validation scores of cycle ``cycle``."""
-    return f"val_c{cycle:03d}"
 
 
 def _plan_to_json(plan: BatchPlan) -> dict[str, Any]:
@@ -104,9 +95,7 @@ class CycleDriver:
 
     def _plan_cycle(self, cycle: int) -> list[BatchPlan]:
         cfg = self.config
-        params = self.store.params()
-        first_id = int(max(params["sample_id"].to_pylist(), default=-1)) + 1
-        first_batch = max(self.store.committed_batches(), default=-1) + 1
+        first_id, first_batch = next_ids(self.store)
         common = dict(batch_size=cfg.batch_size, seed=cfg.seed, cycle=cycle, size=cfg.size)
         if cycle == 0:
             val = self._propose(cfg.initial_policy, cycle, cfg.n_val, stream=0)
@@ -153,8 +142,8 @@ class CycleDriver:
         select: dict[str, Any] = {"split": "train"}
         if cycle > 0 and self.config.finetune_on == "new":
             select["cycles"] = [cycle]
-        init = self.store.path("checkpoints", checkpoint_name(cycle - 1)) if cycle > 0 else None
-        out = self.store.path("checkpoints", checkpoint_name(cycle))
+        init = checkpoint_uri(self.store, cycle - 1) if cycle > 0 else None
+        out = checkpoint_uri(self.store, cycle)
         train_cfg = dataclasses.replace(self.preset.train, seed=int(np.random.SeedSequence(
             [self.config.seed, cycle]).generate_state(1)[0]))
         self.say(f"  train: {'fine-tune from cycle ' + str(cycle - 1) if init else 'from scratch'} ({self.preset.name})")
@@ -171,7 +160,7 @@ class CycleDriver:
         name = val_metrics_name(cycle)
         if name not in self.store.metric_fragment_names():
             rows = self._call(self.evaluator.evaluate, self.store.uri,
-                              self.store.path("checkpoints", checkpoint_name(cycle)), {"split": "val"})
+                              checkpoint_uri(self.store, cycle), {"split": "val"})
             for row in rows:
                 row.update(cycle=cycle, checkpoint=checkpoint_name(cycle))
             self.store.append_metrics(rows, name=name)
@@ -189,7 +178,7 @@ class CycleDriver:
         if self.journal.find("real_evaluated", cycle=cycle):
             return
         started = time.time()
-        result = self._call(self.evaluator.evaluate_real, self.store.path("checkpoints", checkpoint_name(cycle)),
+        result = self._call(self.evaluator.evaluate_real, checkpoint_uri(self.store, cycle),
                             self.config.real_dir)
         summary = {k: v for k, v in result.items() if isinstance(v, float)}
         self.say("  real: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if not k.endswith("_std")))

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from loop.evaluate import infer
+from loop.train.device import resolve_device
 from loop.evaluate.scoring import DEFAULT_THRESHOLD, check_settings, evaluate_real, evaluate_view
 from loop.evaluate.metrics import DEFAULT_MIN_GRAIN_AREA, DEFAULT_TOLERANCE, EvaluationError
 
@@ -62,7 +63,7 @@ class Evaluator:
             isinstance(metric_workers, bool) or not isinstance(metric_workers, int) or metric_workers < 0
         ):
             raise EvaluationError(f"metric_workers: expected an integer >= 0, got {metric_workers!r}")
-        self.device = infer.resolve_device(device)
+        self.device = resolve_device(device)
         cores = len(os.sched_getaffinity(0))
         if num_threads is None and self.device.type == "cpu":
             num_threads = cores

@@ -23,12 +23,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loop.run.driver import checkpoint_name, val_metrics_name
 from loop.run.journal import Journal
+from loop.run.names import CHECKPOINTS, JOURNAL, checkpoint_name, val_metrics_name
 from loop.config.run import run_config_from
 from policies import get_policy
+from loop.errors import InputError
 
-JOURNAL = "journal.jsonl"
 STAGING_SUFFIX = ".forking"
 # Journal events of a cycle that the driver looks up to skip finished steps.
 CYCLE_EVENTS = ("planned", "generated", "trained", "evaluated", "real_evaluated", "cycle_done")
@@ -36,7 +36,7 @@ CYCLE_EVENTS = ("planned", "generated", "trained", "evaluated", "real_evaluated"
 KEY_COLUMNS = ("sample_id", "cycle", "split", "policy", "parent_id", "seed", "label")
 
 
-class ForkError(ValueError):
+class ForkError(InputError):
     """A run cannot be forked as asked."""
 
 

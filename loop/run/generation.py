@@ -14,6 +14,7 @@ import numpy as np
 
 from generators import get_generator
 from policies import Proposal
+from loop.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ def sample_seeds(seed: int, first_sample_id: int, n: int) -> list[int]:
     ]
 
 
+def next_ids(store: Any) -> tuple[int, int]:
+    """The first free sample id and the first free batch number of the run of ``store``."""
+    params = store.params()
+    first_id = int(max(params.column("sample_id").to_pylist(), default=-1)) + 1
+    return first_id, max(store.committed_batches(), default=-1) + 1
+
+
 def plan_batches(
     *,
     proposals: Sequence[Proposal],
@@ -55,7 +63,7 @@ def plan_batches(
 ) -> list[BatchPlan]:
     """Cut a policy's proposals into batch plans with consecutive sample ids and fixed seeds."""
     if batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     seeds = sample_seeds(seed, first_sample_id, len(proposals))
     plans = []
     for b, start in enumerate(range(0, len(proposals), batch_size)):

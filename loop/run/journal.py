@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from loop.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +63,7 @@ class Journal:
                 if number == len(lines):
                     log.warning("journal %s: ignoring a torn last line (%d bytes)", self.uri, len(line))
                     continue
-                raise ValueError(f"journal {self.uri}: line {number} is not valid JSON") from None
+                raise InputError(f"journal {self.uri}: line {number} is not valid JSON") from None
 
     def find(self, event: str, **match: Any) -> dict[str, Any] | None:
         """The last event named ``event`` whose fields equal ``match``, or None."""

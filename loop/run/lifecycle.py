@@ -12,15 +12,16 @@ from generators import get_generator
 from loop.config.training import ConfigError, ModelConfig, Preset, TrainConfig, get_preset
 from loop.run.driver import CycleDriver
 from loop.run.journal import Journal
+from loop.run.names import JOURNAL
 from loop.run.lock import RunLock
 from loop.run.ray_session import ray_session
 from loop.config.run import RunConfig, run_config_from
 from policies import get_policy
+from loop.errors import InputError
 
-JOURNAL = "journal.jsonl"
 
 
-class RunError(ValueError):
+class RunError(InputError):
     """A run cannot be started or resumed as asked."""
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stores.location import pid_alive
+from loop.errors import InputError, LoopError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ LEASE_S = 60.0
 """Seconds after its last renewal that an object-store lease counts as abandoned."""
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(LoopError, RuntimeError):
     """Another process holds the run's lock."""
 
 
@@ -92,7 +93,7 @@ class ObjectLease:
         from stores.location import Location
 
         if not lease_s > 0:
-            raise ValueError(f"lease_s: expected a number of seconds > 0, got {lease_s!r}")
+            raise InputError(f"lease_s: expected a number of seconds > 0, got {lease_s!r}")
         self.run = run
         self.lease_s = float(lease_s)
         self._location = Location(run)

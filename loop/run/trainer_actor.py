@@ -23,6 +23,7 @@ import torch
 
 from loop.config.training import ModelConfig, TrainConfig
 from loop.train.fit import train
+from loop.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def open_store_view(spec: Mapping[str, Any]) -> Any:
     from stores import RunStore  # imported here: the trainer does not need the store otherwise
 
     if "run" not in spec:
-        raise ValueError(f"view_spec: expected a 'run' URI and an optional 'select' table, got keys {sorted(spec)}")
+        raise InputError(f"view_spec: expected a 'run' URI and an optional 'select' table, got keys {sorted(spec)}")
     return RunStore.open(spec["run"]).view(**dict(spec.get("select", {})))
 
 

@@ -51,8 +51,10 @@ from generators.cracks import CrackGenerator, load_space_file
 from generators.textures import Exemplar, make_exemplar, min_exemplar_side
 from loop.config.training import Preset, TrainConfig, get_preset
 from loop.study.report import json_ready
+from loop.train.data import ArrayView
 from loop.study.statistics import CONFIDENCE, agresti_coull_interval, mean_sd, paired_t_test
 from loop.evaluate.real import RealFolder
+from loop.errors import InputError
 
 MODELS = ("synthetic", "real", "mixed")
 """The three models of Table 1, in order."""
@@ -67,44 +69,8 @@ REAL_EPOCHS = {"paper": 10, "cpu": 10, "smoke": 1}
 """Default epochs per stage when training on (or fine-tuning on) the real split, per preset."""
 
 
-class ExperimentError(ValueError):
+class ExperimentError(InputError):
     """An experiment cannot run as configured (bad setting, too few real images, changed output folder)."""
-
-
-class ArrayView:
-    """An in-memory classification view: ``view[i] -> (image uint8 H×W, int label)``.
-
-    What :func:`loop.train.fit.train` and :func:`loop.evaluate.scoring.evaluate_view` read, for images
-    that are not in a run store (real images, or synthetic ones made on the fly).
-    """
-
-    task = "classification"
-
-    def __init__(self, images: np.ndarray, labels: Sequence[int], sample_ids: Sequence[int] | None = None):
-        self.images = np.asarray(images)
-        self.labels = np.asarray(labels, dtype=np.int64)
-        if self.images.ndim != 3 or self.images.dtype != np.uint8:
-            raise ExperimentError(f"images: expected a uint8 (n, H, W) array, got {self.images.dtype} {self.images.shape}")
-        if self.labels.shape != (len(self.images),):
-            raise ExperimentError(f"labels: expected {len(self.images)} labels, got shape {self.labels.shape}")
-        ids = np.arange(len(self.images)) if sample_ids is None else sample_ids
-        self._ids = np.asarray(ids, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        return self.images[i], int(self.labels[i])
-
-    @property
-    def sample_ids(self) -> np.ndarray:
-        """Ids of the samples (for real images: their index in the folder's name order)."""
-        return self._ids
-
-    def subset(self, indices: Sequence[int]) -> "ArrayView":
-        """The samples at ``indices``, in that order."""
-        idx = np.asarray(indices, dtype=np.int64)
-        return ArrayView(self.images[idx], self.labels[idx], self._ids[idx])
 
 
 @dataclass(frozen=True)
@@ -364,10 +330,10 @@ def run_seed(config: ExperimentConfig, real: RealSet, seed: int, out: Path, *, d
     return row
 
 
-def summarize(rows: Sequence[dict[str, Any]], confidence: float = CONFIDENCE) -> dict[str, Any]:
+def table1_summary(rows: Sequence[dict[str, Any]], confidence: float = CONFIDENCE) -> dict[str, Any]:
     """Table 1 from per-seed rows: per evaluation set and model, mean ± sd and the 99 % intervals; the t-tests."""
     if not rows:
-        raise ExperimentError("summarize: no finished seed")
+        raise ExperimentError("table1_summary: no finished seed")
     table: dict[str, Any] = {"seeds": [r["seed"] for r in rows], "n_seeds": len(rows), "confidence": confidence}
     for where in EVAL_SETS:
         table[where] = {}
@@ -444,7 +410,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, device: Any = N
             rows.append(json.loads(done.read_text()))
             continue
         rows.append(run_seed(config, real, seed, out, device=device, say=say))
-    table = summarize(rows)
+    table = table1_summary(rows)
     table["config"] = config.to_dict()
     table = json_ready(table)
     (out / "table1.json").write_text(json.dumps(table, indent=1))

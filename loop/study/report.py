@@ -21,10 +21,10 @@ import posixpath
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-import fsspec
 import numpy as np
 
-from loop.study.compare import BASE, CompareConfig, CompareError, read_settings, run_dir
+from stores.location import Location
+from loop.study.compare_settings import BASE, CompareConfig, CompareError, read_settings, run_dir
 from loop.study.statistics import CONFIDENCE, RATE_METRICS, SIGNIFICANCE, pairwise_tests, summarize
 
 REPORT_METRICS = ("miou", "error", "boundary_f1")
@@ -253,9 +253,9 @@ def _png(fig: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _write(path: str, data: bytes) -> None:
-    with fsspec.open(path, "wb", auto_mkdir=True) as fh:
-        fh.write(data)
+def _write(folder: Location, root: str, path: str, data: bytes) -> None:
+    """Write ``data`` at ``path`` (``root/...``) through the comparison folder's location."""
+    folder.write_bytes(path[len(root):].lstrip("/"), data)
 
 
 def json_ready(value: Any) -> Any:
@@ -284,6 +284,7 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
     seeds = data["complete_seeds"]
     stats = statistics(data)
     root = out.rstrip("/")
+    folder = Location(out)
     files = {"report": posixpath.join(root, "report.md"), "json": posixpath.join(root, "report.json")}
     policies = list(config.policies)
 
@@ -309,11 +310,11 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
             lines += _tests_table(block) + [""] + _verdicts(block) + [""]
     if stats:  # per cycle: every seed that reached the cycle, complete or not
         files["per_cycle_plot"] = posixpath.join(root, PLOTS_DIR, "metric_per_cycle.png")
-        _write(files["per_cycle_plot"], plot_per_cycle(stats, policies))
+        _write(folder, root, files["per_cycle_plot"], plot_per_cycle(stats, policies))
         lines += ["## Plots", "", f"![metric per cycle]({PLOTS_DIR}/metric_per_cycle.png)", ""]
         if seeds:
             files["paired_plot"] = posixpath.join(root, PLOTS_DIR, "paired_final.png")
-            _write(files["paired_plot"], plot_paired(stats, policies, seeds))
+            _write(folder, root, files["paired_plot"], plot_paired(stats, policies, seeds))
             lines += [f"![final values per seed]({PLOTS_DIR}/paired_final.png)", ""]
         for source, block in stats.items():
             lines += [f"## Per cycle, {SOURCES[source]} (mean ± sd over the seeds that reached the cycle)", ""]
@@ -325,16 +326,16 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
         failures = collect_failures(base.space, base.task, [run_dir(out, s) for s in seeds],
                                     {p: [run_dir(out, s, p) for s in seeds] for p in policies})
         files["failure_plot"] = posixpath.join(root, PLOTS_DIR, "failures.png")
-        _write(files["failure_plot"], plot_failures(failures))
+        _write(folder, root, files["failure_plot"], plot_failures(failures))
         lines += ["## Failure analysis", "", failures_markdown(failures, f"{PLOTS_DIR}/failures.png")]
 
     lines += ["## Runs", "", "| run | state |", "|---|---|"]
     lines += [f"| {entry['run']} | {entry['state']} |" for entry in data["runs"].values()]
-    _write(files["report"], ("\n".join(lines) + "\n").encode("utf-8"))
+    _write(folder, root, files["report"], ("\n".join(lines) + "\n").encode("utf-8"))
 
     result = {"out": out, "settings": config.to_dict(), "complete_seeds": seeds, "statistics": stats,
               "failures": failures, "runs": {k: {"run": v["run"], "state": v["state"]} for k, v in data["runs"].items()},
               "files": files}
-    _write(files["json"], json.dumps(json_ready(result), indent=1).encode("utf-8"))
+    _write(folder, root, files["json"], json.dumps(json_ready(result), indent=1).encode("utf-8"))
     say(f"wrote {files['report']}" + (f" and {len(files) - 2} plots" if len(files) > 2 else ""))
     return result

@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+from loop.errors import InputError
 
 CONFIDENCE = 0.99
 SIGNIFICANCE = 0.05
@@ -39,7 +40,7 @@ SIGNIFICANCE = 0.05
 RATE_METRICS = frozenset({"error"})
 
 
-class StatisticsError(ValueError):
+class StatisticsError(InputError):
     """Values handed to a statistics function are not what it needs."""
 
 

@@ -14,6 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from loop.config.training import AugmentConfig
+from loop.errors import InputError
 
 Pair = tuple[np.ndarray, "np.ndarray | None"]
 
@@ -22,7 +23,7 @@ def to_unit_float(image: np.ndarray) -> np.ndarray:
     """A uint8 image as float32 in [0, 1]."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
-        raise ValueError(f"image: expected uint8 H×W, got dtype {image.dtype}")
+        raise InputError(f"image: expected uint8 H×W, got dtype {image.dtype}")
     return image.astype(np.float32) / np.float32(255.0)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import fsspec
 import torch
+from loop.errors import InputError
 
 FORMAT = "synthloop-checkpoint"
 VERSION = 1
@@ -27,7 +28,7 @@ DIGEST_SUFFIX = ".sha256"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint cannot be written, read, verified or loaded into a model."""
 
 

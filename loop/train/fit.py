@@ -35,10 +35,12 @@ from loop.train.augment import augment_pair, resize_pair, to_unit_float
 from loop.train.checkpoints import load_checkpoint, load_state_into, save_checkpoint
 from loop.config.training import AugmentConfig, ModelConfig, Stage, TrainConfig
 from loop.train.losses import build_loss
+from loop.train.device import resolve_device
 from loop.train.model import build_model, set_encoder_frozen
+from loop.errors import InputError
 
 
-class TrainError(ValueError):
+class TrainError(InputError):
     """Training cannot run on what it was given (empty view, wrong targets, bad device)."""
 
 
@@ -145,16 +147,6 @@ class PairDataset(Dataset):
         return x, y
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch device; ``None`` means CUDA when present, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError(f"device: {device!r} asked for but CUDA is not available here")
-    return dev
-
-
 def stage_generator(seed: int, stage_index: int) -> torch.Generator:
     """The torch generator that shuffles and augments stage ``stage_index`` of a run seeded ``seed``."""
     state = np.random.SeedSequence([seed, stage_index]).generate_state(2, dtype=np.uint32)
@@ -207,6 +199,71 @@ class _Stats:
     loop_s: float = 0.0
 
 
+ProgressCallback = Callable[[dict[str, Any]], None]
+"""What :func:`train` calls with each progress event (see :func:`train` for the fields)."""
+
+TRAINABLE_ENCODER_COST = 1.5
+"""For ETAs only: an epoch that trains the encoder too costs about this many times one that
+trains the decoder and head only (the encoder's backward pass), at the same size."""
+
+
+def stage_name(stage: Stage) -> str:
+    """A stage in words, as the presets describe it: ``head @128px`` (encoder frozen) or ``all @512px``."""
+    return f"{'head' if stage.freeze_encoder else 'all'} @{stage.size}px"
+
+
+def _epoch_images(n: int, batch_size: int) -> int:
+    return (n // batch_size) * batch_size if n > batch_size else n  # a short last batch is dropped
+
+
+def _epoch_work(stage: Stage, n: int) -> float:
+    """Relative cost of one epoch of ``stage`` on ``n`` samples: images × pixels, more with a trainable encoder."""
+    factor = 1.0 if stage.freeze_encoder else TRAINABLE_ENCODER_COST
+    return _epoch_images(n, stage.batch_size) * stage.size ** 2 * factor
+
+
+class _Reporter:
+    """Builds the progress events of one :func:`train` call and hands them to its callback.
+
+    The ETA covers the whole schedule: the work left (epochs × images × pixels, see
+    :func:`_epoch_work`) at the rate measured so far (work done per second of training loop).
+    Reporting reads values the loop has computed anyway and draws no random numbers, so it
+    does not change what is trained.
+    """
+
+    def __init__(self, callback: ProgressCallback, every: int | None, stages: tuple[Stage, ...], n: int,
+                 t_start: float):
+        self.callback = callback
+        self.every = every
+        self.stages = stages
+        self.n = n
+        self.t_start = t_start
+        self.total = sum(s.epochs * _epoch_work(s, n) for s in stages)
+        self.done = 0.0  # work of the finished epochs
+
+    def due(self, step: int, steps: int) -> bool:
+        """Whether a mid-epoch event is due after ``step`` of ``steps`` optimiser steps."""
+        return bool(self.every) and step % self.every == 0 and step < steps
+
+    def emit(self, *, kind: str, stage_index: int, epoch: int, step: int, steps: int, loss: float, lr: float,
+             images: int, wait: float, seconds: float, loop_s: float) -> None:
+        """Send one event; ``seconds``/``images``/``wait``: this epoch so far; ``loop_s``: all training loops so far."""
+        stage = self.stages[stage_index]
+        epoch_work = _epoch_work(stage, self.n)
+        done = self.done + epoch_work * step / max(steps, 1)
+        if kind == "epoch":
+            self.done += epoch_work
+        eta = (self.total - done) * loop_s / done if done > 0 and loop_s > 0 else None
+        self.callback({
+            "kind": kind, "stage": stage_index, "stages": len(self.stages), "stage_name": stage_name(stage),
+            "size": stage.size, "freeze_encoder": stage.freeze_encoder, "epoch": epoch, "epochs": stage.epochs,
+            "step": step, "steps": steps, "loss": loss, "lr": lr,
+            "images_per_s": images / max(seconds, 1e-9), "data_wait_fraction": wait / max(seconds, 1e-9),
+            "elapsed_s": time.perf_counter() - self.t_start, "eta_s": eta,
+            "fraction": min(done / self.total, 1.0) if self.total else 1.0,
+        })
+
+
 class Precision:
     """Mixed-precision settings for a device: autocast dtype and a grad scaler (fp16 only)."""
 
@@ -234,8 +291,7 @@ def _input(x: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 def _run_stage(
     model: nn.Module, loader: DataLoader, stage_index: int, stage: Stage, cfg: TrainConfig, model_cfg: ModelConfig,
-    loss_fn: nn.Module, device: torch.device, precision: Precision, stats: _Stats,
-    progress: Callable[[dict[str, Any]], None] | None,
+    loss_fn: nn.Module, device: torch.device, precision: Precision, stats: _Stats, progress: _Reporter | None,
 ) -> None:
     set_encoder_frozen(model, stage.freeze_encoder)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -256,7 +312,7 @@ def _run_stage(
         images = 0
         wait = 0.0
         t_epoch = time.perf_counter()
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             t0 = time.perf_counter()
             x, y = next(batches)
             x, y = _input(to_device(x, device), model_cfg.in_channels), to_device(y, device)
@@ -271,6 +327,11 @@ def _run_stage(
             scheduler.step()
             losses.append(loss.detach())
             images += x.shape[0]
+            if progress is not None and progress.due(step, steps):
+                seconds = time.perf_counter() - t_epoch
+                progress.emit(kind="batch", stage_index=stage_index, epoch=epoch, step=step, steps=steps,
+                              loss=float(torch.stack(losses).float().mean()), lr=float(scheduler.get_last_lr()[0]),
+                              images=images, wait=wait, seconds=seconds, loop_s=stats.loop_s + seconds)
         # One device sync per epoch: losses stay on the device until here.
         epoch_losses = torch.stack(losses).float().cpu().tolist()
         seconds = time.perf_counter() - t_epoch
@@ -281,12 +342,9 @@ def _run_stage(
         stats.epoch_losses.append(float(np.mean(epoch_losses)))
         stats.epoch_stage.append(stage_index)
         if progress is not None:
-            progress({
-                "stage": stage_index, "epoch": epoch, "epochs": stage.epochs, "size": stage.size,
-                "freeze_encoder": stage.freeze_encoder, "loss": stats.epoch_losses[-1],
-                "lr": float(scheduler.get_last_lr()[0]), "images_per_s": images / max(seconds, 1e-9),
-                "data_wait_fraction": wait / max(seconds, 1e-9),
-            })
+            progress.emit(kind="epoch", stage_index=stage_index, epoch=epoch, step=steps, steps=steps,
+                          loss=stats.epoch_losses[-1], lr=float(scheduler.get_last_lr()[0]), images=images,
+                          wait=wait, seconds=seconds, loop_s=stats.loop_s)
 
 
 def _sample_ids_digest(view: Any) -> str:
@@ -302,15 +360,28 @@ def train(
     init: str | None = None,
     out: str | None = None,
     device: str | torch.device | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: ProgressCallback | None = None,
+    progress_every: int | None = None,
 ) -> TrainResult:
     """Train a model on ``view`` with ``cfg``'s schedule; fine-tune from checkpoint ``init`` if given.
 
     Writes the trained weights to checkpoint ``out`` when given (meta: ``model``, ``train``,
-    ``input``, ``init``, ``n_samples``, ``sample_ids_sha256``, ``result``). ``progress`` is
-    called after every epoch with a dict (stage, epoch, epochs, size, freeze_encoder, loss,
-    lr, images_per_s, data_wait_fraction).
+    ``input``, ``init``, ``n_samples``, ``sample_ids_sha256``, ``result``).
+
+    ``progress`` is called at the end of every epoch with an event dict, and also every
+    ``progress_every`` optimiser steps within an epoch when that is given (``kind`` tells them
+    apart); it runs in the training thread, so it should be quick. Fields: ``kind`` ("epoch"
+    or "batch"), ``stage`` (index), ``stages`` (count), ``stage_name`` (e.g. ``head @128px``),
+    ``size``, ``freeze_encoder``, ``epoch`` (0-based, in the stage), ``epochs`` (of the stage),
+    ``step``/``steps`` (optimiser steps done in this epoch / per epoch), ``loss`` (mean over
+    the epoch's steps so far), ``lr``, ``images_per_s`` and ``data_wait_fraction`` (this epoch
+    so far), ``elapsed_s`` (since this call began), ``eta_s`` (to the end of the whole
+    schedule, estimated from the work left at the rate so far; see :class:`_Reporter`) and
+    ``fraction`` (of the schedule's work done). Reporting does not change the trained weights.
     """
+    if progress_every is not None and (isinstance(progress_every, bool) or not isinstance(progress_every, int)
+                                       or progress_every < 1):
+        raise TrainError(f"progress_every: expected an integer >= 1 or None, got {progress_every!r}")
     t_start = time.perf_counter()
     if len(view) == 0:
         raise TrainError("view: expected at least one sample, got an empty view")
@@ -326,11 +397,12 @@ def train(
     loss_fn = build_loss(model_cfg.task, cfg)
     precision = Precision(dev, cfg.amp)
     stats = _Stats()
+    reporter = None if progress is None else _Reporter(progress, progress_every, tuple(cfg.stages), len(view), t_start)
     with _determinism(cfg.deterministic, dev.type == "cuda"):
         for i, stage in enumerate(cfg.stages):
             loader = make_loader(view, model_cfg.task, stage, cfg, dev, stage_generator(cfg.seed, i),
                                  epochs=stage.epochs)
-            _run_stage(model, loader, i, stage, cfg, model_cfg, loss_fn, dev, precision, stats, progress)
+            _run_stage(model, loader, i, stage, cfg, model_cfg, loss_fn, dev, precision, stats, reporter)
             del loader  # ends this stage's persistent workers before the next stage starts its own
     set_encoder_frozen(model, False)
     model.eval()

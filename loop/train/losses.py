@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from loop.config.training import TrainConfig
+from loop.errors import InputError
 
 
 class DiceBCELoss(nn.Module):
@@ -57,4 +58,4 @@ def build_loss(task: str, cfg: TrainConfig) -> nn.Module:
         return DiceBCELoss(cfg.dice_weight, cfg.bce_weight)
     if task == "classification":
         return CrossEntropy()
-    raise ValueError(f"task: expected 'segmentation' or 'classification', got {task!r}")
+    raise InputError(f"task: expected 'segmentation' or 'classification', got {task!r}")

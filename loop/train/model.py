@@ -24,6 +24,7 @@ from torch import nn
 
 from loop.train.checkpoints import describe_mismatch, load_checkpoint, load_state_into
 from loop.config.training import ModelConfig
+from loop.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ INPUT_MEAN = 0.449
 INPUT_STD = 0.226
 
 
-class ModelError(ValueError):
+class ModelError(InputError):
     """A model cannot be built as configured (e.g. an unusable encoder weights file)."""
 
 

@@ -1,16 +1,16 @@
-"""Reading for training: views, random access, the torch Dataset, and the chunk reader."""
+"""Reading for training: views, random access, views in worker processes, and the chunk reader."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 import zarr
 from storefakes import FakeGenerator, create_run, make_batch
-from torch.utils.data import DataLoader
 
 from stores import RunStore, StoreError
 from stores.images import ZARR_DIR, ChunkReader, _Shard
@@ -77,32 +77,27 @@ def test_classification_view_gives_int_labels(tmp_path):
     assert isinstance(view[0][1], int) and np.array_equal(view.mask(0), masks[1])
 
 
-def test_torch_dataset_works_with_worker_processes(filled):
+def _image_of(view, i):
+    return view[i][0]
+
+
+def test_view_reads_in_worker_processes(filled):
     store, batches = filled
-    dataset = store.view(split="train").torch_dataset()
-    assert len(dataset) == 10
-    image, mask = dataset[0]
-    assert image.dtype == torch.uint8 and mask.shape == (24, 24)
-    loader = DataLoader(dataset, batch_size=4, num_workers=2, shuffle=False)
-    images = torch.cat([x for x, _ in loader])
+    view = store.view(split="train")
+    view[0]  # opens the arrays in this process; each worker must open its own
+    with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        images = list(pool.map(_image_of, [view] * len(view), range(len(view))))
     expected = np.concatenate([batches[0][1], batches[2][1]])
-    assert np.array_equal(images.numpy(), expected)
+    assert np.array_equal(np.stack(images), expected)
 
 
-def _to_float(image, target):
-    return torch.from_numpy(image).float() / 255.0, int(target.sum())
-
-
-def test_torch_dataset_transform_and_pickling(filled):
+def test_view_pickles_without_its_open_arrays(filled):
     store, batches = filled
     view = store.view(split="val")
     view[0]  # opens the arrays; pickling must leave them behind
-    dataset = pickle.loads(pickle.dumps(view.torch_dataset(transform=_to_float)))
-    assert dataset.view._reader is None
-    image, count = dataset[2]
-    assert image.dtype == torch.float32 and count == int(batches[1][2][2].sum())
-    loader = DataLoader(dataset, batch_size=5, num_workers=2)
-    assert next(iter(loader))[0].shape == (5, 24, 24)
+    again = pickle.loads(pickle.dumps(view))
+    assert again._reader is None
+    assert np.array_equal(again[2][1], batches[1][2][2]) and len(again) == len(view)
 
 
 def test_chunk_reader_matches_zarr_including_empty_chunks(run, generator):

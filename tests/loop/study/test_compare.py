@@ -17,10 +17,8 @@ from scipy import stats
 
 from generators.space import Choice, Continuous, Integer, ParamSpace
 from loop.cli import main
-from loop.study.compare import (
-    CompareError, _Job, _run_jobs, compare, parallel_runs, policy_slug, resolve_settings, run_dir,
-    split_policies,
-)
+from loop.study.compare import _Job, _run_jobs, compare, parallel_runs
+from loop.study.compare_settings import CompareError, policy_slug, resolve_settings, run_dir, split_policies
 from loop.study.failures import analyse
 from loop.run.lifecycle import run_status
 from policies import PolicyError

@@ -18,14 +18,14 @@ from loop.config.training import Stage, get_preset
 from loop.evaluate.scoring import evaluate_view
 from loop.study.crack_experiment import (
     MODELS,
-    ArrayView,
     ExperimentConfig,
     ExperimentError,
     balanced_indices,
     stratified_split,
-    summarize,
+    table1_summary,
     synthetic_view,
 )
+from loop.train.data import ArrayView
 from loop.train.model import build_model
 from loop.study.statistics import agresti_coull_interval, paired_t_test
 from loop.train.fit import train
@@ -63,11 +63,7 @@ def test_balanced_stratified_splits() -> None:
     assert not all(np.array_equal(again[k], other[k]) for k in again)
 
 
-def test_array_view_and_bad_config() -> None:
-    view = ArrayView(np.zeros((3, 8, 8), np.uint8), [0, 1, 1])
-    assert len(view) == 3 and view[1][1] == 1 and view.subset([2, 0]).sample_ids.tolist() == [2, 0]
-    with pytest.raises(ExperimentError, match="labels: expected 3 labels"):
-        ArrayView(np.zeros((3, 8, 8), np.uint8), [0, 1])
+def test_bad_config() -> None:
     with pytest.raises(ExperimentError, match="fractions: expected three positive"):
         ExperimentConfig(real_dir="x", fractions=(0.5, 0.5))
     with pytest.raises(ValueError, match="preset: expected one of"):
@@ -86,7 +82,7 @@ def test_summary_uses_the_compare_statistics() -> None:
                      "errors": {k: {"test": int(v * 4), "all": int(v * 8)} for k, v in rates.items()},
                      "error_rate": {k: {"test": v, "all": v} for k, v in rates.items()},
                      "synthetic_val_error_rate": 0.1})
-    table = summarize(rows)
+    table = table1_summary(rows)
     cell = table["test"]["real"]
     assert cell["error_mean"] == pytest.approx(5 / 12)
     assert cell["error_sd"] == pytest.approx(np.std([0.25, 0.5, 0.5], ddof=1))

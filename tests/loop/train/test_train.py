@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from loop.bench.train import ArrayView, synthetic_grains, synthetic_scratches
+from loop.bench.train import synthetic_view
+from loop.train.data import ArrayView
 from loop.train.checkpoints import CheckpointError, load_checkpoint
 from loop.config.training import Stage, get_preset
 from loop.train.model import model_from_checkpoint
@@ -20,7 +21,8 @@ SMOKE = get_preset("smoke")
 
 @pytest.fixture(scope="module")
 def grains() -> ArrayView:
-    return ArrayView(*synthetic_grains(24, 64, seed=0), sample_ids=np.arange(100, 124))
+    view = synthetic_view({"task": "segmentation", "n": 24, "size": 64, "seed": 0})
+    return ArrayView(view.images, view.targets, sample_ids=np.arange(100, 124))
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,35 @@ def test_same_seed_same_weights_other_seed_other_weights(grains):
     assert not torch.equal(a["net.decoder.blocks.0.conv1.0.weight"], c["net.decoder.blocks.0.conv1.0.weight"])
 
 
+def test_progress_events_per_epoch_and_the_weights_unchanged(grains):
+    view = ArrayView(grains.images[:8], grains.targets[:8])
+    stages = (Stage(size=32, epochs=2, freeze_encoder=True, lr_max=3e-3, batch_size=4),
+              Stage(size=64, epochs=1, freeze_encoder=False, lr_max=1e-3, batch_size=4))
+    cfg = dataclasses.replace(SMOKE.train, stages=stages, deterministic=True, seed=5)
+    plain = train(view, cfg, SMOKE.model, device="cpu").model.state_dict()
+    epochs, everything = [], []
+    watched = train(view, cfg, SMOKE.model, device="cpu", progress=epochs.append).model.state_dict()
+    batched = train(view, cfg, SMOKE.model, device="cpu", progress=everything.append,
+                    progress_every=1).model.state_dict()
+    for other in (watched, batched):  # reporting changes no weight, to the byte
+        assert all(plain[k].numpy().tobytes() == other[k].numpy().tobytes() for k in plain)
+
+    assert [(e["stage"], e["epoch"], e["epochs"], e["kind"]) for e in epochs] == [
+        (0, 0, 2, "epoch"), (0, 1, 2, "epoch"), (1, 0, 1, "epoch")]
+    assert [e["stage_name"] for e in epochs] == ["head @32px", "head @32px", "all @64px"]
+    for e in epochs:
+        assert e["stages"] == 2 and e["step"] == e["steps"] == 2
+        assert np.isfinite(e["loss"]) and e["images_per_s"] > 0 and e["elapsed_s"] > 0
+        assert e["eta_s"] >= 0 and 0 < e["fraction"] <= 1
+    assert [e["elapsed_s"] for e in epochs] == sorted(e["elapsed_s"] for e in epochs)
+    assert epochs[0]["eta_s"] > epochs[1]["eta_s"] > epochs[2]["eta_s"] == 0 and epochs[2]["fraction"] == 1
+    # Mid-epoch events come before each epoch's own, never in its place.
+    assert [(e["kind"], e["step"]) for e in everything[:2]] == [("batch", 1), ("epoch", 2)]
+    assert [e for e in everything if e["kind"] == "epoch"] != [] and len(everything) == 6
+    with pytest.raises(TrainError, match="progress_every"):
+        train(view, cfg, SMOKE.model, device="cpu", progress=print, progress_every=0)
+
+
 def test_batches_do_not_depend_on_the_number_of_loader_workers(grains):
     stage = Stage(size=32, epochs=1, freeze_encoder=False, lr_max=1e-3, batch_size=6)
     dev = torch.device("cpu")
@@ -102,7 +133,7 @@ def test_samples_are_resized_to_the_stage_size(grains):
 
 def test_classification_trains():
     pc = get_preset("smoke", "classification")
-    view = ArrayView(*synthetic_scratches(8, 64, seed=0))
+    view = synthetic_view({"task": "classification", "n": 8, "size": 64, "seed": 0})
     result = train(view, pc.train, pc.model, device="cpu")
     assert len(result.step_losses) == 4 and all(np.isfinite(result.step_losses))
     with torch.no_grad():
@@ -115,7 +146,7 @@ def test_bad_inputs_are_refused(trained, grains, tmp_path):
         train(ArrayView(grains.images[:0], grains.targets[:0]), SMOKE.train, SMOKE.model)
     pc = get_preset("smoke", "classification")
     with pytest.raises(CheckpointError, match=r"first\.pt does not fit.*(missing|unexpected) key"):
-        train(ArrayView(*synthetic_scratches(4, 64, seed=0)), pc.train, pc.model, init=out, device="cpu")
+        train(synthetic_view({"task": "classification", "n": 4, "size": 64, "seed": 0}), pc.train, pc.model, init=out, device="cpu")
     with pytest.raises(TrainError, match="int class label"):
         train(grains, pc.train, pc.model, device="cpu")
 

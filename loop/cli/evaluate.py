@@ -1,0 +1,43 @@
+"""``loop evaluate``: a checkpoint scored on real labelled micrographs."""
+
+from __future__ import annotations
+
+import click
+
+from loop.cli.output import echo_json, fmt
+
+
+@click.command()
+@click.argument("run")
+@click.option("--real", "real_dir", required=True, help="Folder of real images and masks (DIR/images, DIR/masks).")
+@click.option("--checkpoint", "cycle", type=click.IntRange(min=0), default=None,
+              help="Cycle whose checkpoint to score (default: the latest).")
+@click.option("--tile", type=click.IntRange(min=32), default=256, show_default=True, help="Inference tile side in px.")
+@click.option("--overlap", type=click.IntRange(min=0), default=64, show_default=True, help="Tile overlap in px.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int, as_json: bool) -> None:
+    """Score a checkpoint of RUN on real labelled micrographs (tiled inference, any size)."""
+    from loop.run.real_report import score_real
+
+    result, reports = score_real(run, real_dir, cycle=cycle, tile=tile, overlap=overlap)
+    cycle = result["cycle"]
+    if as_json:
+        echo_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    images = result["images"]
+    metrics = [k for k in ("miou", "error", "boundary_f1", "grain_count_rel_error", "grain_size_distance", "loss")
+               if images and k in images[0]]
+    table = Table(title=f"{run} cycle {cycle} on {real_dir} ({result['n_images']} images)")
+    table.add_column("image")
+    for key in metrics:
+        table.add_column(key, justify="right")
+    for row in images:
+        table.add_row(row["name"], *(fmt(row[k]) for k in metrics))
+    table.add_row("mean ± sd", *(f"{result[k]:.4f} ± {result[k + '_std']:.4f}" for k in metrics), style="bold")
+    Console().print(table)
+    click.echo(f"wrote {reports}/scores.json and overlays")
+
+

@@ -1,0 +1,80 @@
+"""Commands that drive a run: start, resume, status."""
+
+from __future__ import annotations
+
+import click
+
+from loop.cli.options import generator_choice_help
+from loop.cli.output import echo_json, fmt, say
+
+
+@click.command()
+@click.option("--run", "run", default=None, help="Run directory or URI (default: runs/<policy>-<time>).")
+@click.option("--policy", required=True, help="Sampling policy, e.g. worst10, random, sobol, 'worst:k=0.1,m=10,radius=0.05'.")
+@click.option("--preset", default="cpu", show_default=True, help="Training and data-size preset: paper, cpu, smoke.")
+@click.option("--cycles", type=click.IntRange(min=0), default=None, help="Adaptive cycles after cycle 0 (default 3).")
+@click.option("--generator", "generator_name", default="grains", show_default=True, help=generator_choice_help())
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of everything random in the run.")
+@click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Generator workers (default: one per CPU).")
+@click.option("--real", "real_dir", default=None, help="Folder of real labelled images scored after every cycle.")
+@click.option("--encoder-weights", default=None, help="Local file of ImageNet encoder weights (never downloaded).")
+@click.option("--n-train", type=click.IntRange(min=1), default=None, help="Initial training samples (preset default).")
+@click.option("--n-val", type=click.IntRange(min=1), default=None, help="Validation samples (preset default).")
+@click.option("--n-per-cycle", type=click.IntRange(min=1), default=None, help="New samples per cycle (preset default).")
+@click.option("--size", type=int, default=None, help="Image side in px (preset default).")
+def start(run: str | None, policy: str, preset: str, cycles: int | None, generator_name: str, seed: int,
+          address: str | None, workers: int | None, real_dir: str | None, encoder_weights: str | None,
+          n_train: int | None, n_val: int | None, n_per_cycle: int | None, size: int | None) -> None:
+    """Start a run: cycle 0 (initial data, training, evaluation), then the adaptive cycles."""
+    import time
+
+    from loop.config.run import RunConfig
+    from loop.run.lifecycle import start_run
+
+    config = RunConfig.for_preset(preset, generator=generator_name, policy=policy, cycles=cycles, seed=seed,
+                                  workers=workers, real_dir=real_dir, n_train=n_train, n_val=n_val,
+                                  n_per_cycle=n_per_cycle, size=size)
+    run = run or f"runs/{policy.split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
+    start_run(run, config, address=address, encoder_weights=encoder_weights, say=say)
+
+
+@click.command()
+@click.argument("run")
+@click.option("--cycles", type=click.IntRange(min=0), default=None, help="New total number of adaptive cycles.")
+@click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray).")
+def resume(run: str, cycles: int | None, address: str | None) -> None:
+    """Go on with RUN after a crash or a kill, or add cycles with --cycles."""
+    from loop.run.lifecycle import resume_run
+
+    resume_run(run, cycles, address=address, say=say)
+
+
+@click.command()
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(run: str, as_json: bool) -> None:
+    """Where RUN is: per cycle, samples by policy, validation and real scores, wall time per stage."""
+    from loop.run.lifecycle import run_status
+
+    info = run_status(run)
+    if as_json:
+        echo_json(info)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{info['run']} — {info['generator']}, policy {info['policy']}, preset {info['preset']}")
+    for column in ("cycle", "state", "samples", "val miou", "val error", "real miou", "real error", "s gen/train/eval"):
+        table.add_column(column, no_wrap=column != "samples")
+    for c in info["cycles"]:
+        val, real, wall = c.get("val", {}), c.get("real", {}), c["wall_s"]
+        table.add_row(
+            str(c["cycle"]), c["state"], ", ".join(f"{k.split(':')[0]} {v}" for k, v in c["samples"].items()),
+            fmt(val.get("miou")), fmt(val.get("error")), fmt(real.get("miou")), fmt(real.get("error")),
+            "/".join(fmt(wall.get(k), ".0f") for k in ("generated", "trained", "evaluated")),
+        )
+    Console(width=max(100, Console().width)).print(table)
+
+

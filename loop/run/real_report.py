@@ -1,0 +1,57 @@
+"""``loop evaluate``: a checkpoint of a run scored on real labelled images, kept in the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+from typing import Any
+
+from loop.errors import InputError
+from loop.run.evaluator_actor import Evaluator
+from loop.run.names import REPORTS, checkpoint_cycles, checkpoint_uri, real_report_name
+from stores import RunStore
+
+
+def pick_checkpoint(store: RunStore, cycle: int | None) -> int:
+    """``cycle`` when the run has its checkpoint, the latest cycle when ``cycle`` is None."""
+    have = checkpoint_cycles(store)
+    if not have:
+        raise InputError(f"run {store.uri} has no checkpoint yet; train it with `loop start` / `loop resume`")
+    if cycle is None:
+        return have[-1]
+    if cycle not in have:
+        raise InputError(f"--checkpoint {cycle}: run {store.uri} has checkpoints of cycles {have}")
+    return cycle
+
+
+def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int = 256,
+               overlap: int = 64) -> tuple[dict[str, Any], str]:
+    """Score cycle ``cycle``'s checkpoint (default: the latest) on ``real_dir``.
+
+    Writes ``RUN/reports/real_cycle_NNN/scores.json`` and one overlay per image (drawn on
+    local disk, then written through the run's location, so object-store runs work alike).
+    Returns the scores and the report folder's URI.
+    """
+    store = RunStore.open(run)
+    cycle = pick_checkpoint(store, cycle)
+    folder = posixpath.join(REPORTS, real_report_name(cycle))
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Evaluator(tile=tile, overlap=overlap).evaluate_real(checkpoint_uri(store, cycle), real_dir,
+                                                                     overlay_dir=tmp)
+        for name in sorted(os.listdir(tmp)):
+            with open(os.path.join(tmp, name), "rb") as fh:
+                store.location.write_bytes(posixpath.join(folder, name), fh.read())
+    result = {**result, "cycle": cycle}
+    store.location.write_bytes(posixpath.join(folder, "scores.json"),
+                               json.dumps(result, indent=2, default=_plain).encode())
+    return result, store.path(folder)
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else str(value)

@@ -1,0 +1,189 @@
+"""A comparison's folder and frozen settings: ``OUT/compare.toml`` and where each run lives.
+
+Read by :mod:`loop.study.compare` (which runs the comparison) and :mod:`loop.study.report`
+(which reports it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import re
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import tomli_w
+
+from loop.config.run import DATA_PRESETS, RunConfig
+from loop.errors import InputError
+from stores.location import Location
+
+SETTINGS_FILE = "compare.toml"
+RUNS_DIR = "runs"
+BASE = "base"
+Say = Callable[[str], None]
+
+
+class CompareError(InputError):
+    """A comparison cannot be run or resumed as asked."""
+
+
+def split_policies(text: str) -> tuple[str, ...]:
+    """Split ``--policies`` on commas; a piece that is only ``key=value`` continues the
+    previous policy's settings, so ``random,worst:k=0.1,m=10,sobol`` gives three policies."""
+    if not isinstance(text, str) or not text.strip():
+        raise CompareError(f"--policies: expected a comma-separated list such as random,worst10, got {text!r}")
+    policies: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            raise CompareError(f"--policies {text!r}: empty policy name between commas")
+        if "=" in piece and ":" not in piece and policies and ":" in policies[-1]:
+            policies[-1] += "," + piece
+        else:
+            policies.append(piece)
+    return tuple(policies)
+
+
+def policy_slug(policy: str) -> str:
+    """Folder name of a policy's runs: the spec with every character other than letters,
+    digits, ``.``, ``=`` and ``-`` turned into ``_`` (``worst:k=0.1,m=10`` → ``worst_k=0.1_m=10``)."""
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", policy)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """The frozen settings of a comparison (``OUT/compare.toml``).
+
+    ``policies`` are policy specs (:func:`policies.get_policy`), each run for ``cycles``
+    adaptive cycles after the shared cycle 0; ``seeds`` runs per policy, seeds 1..N. Data
+    sizes default to the preset's (:data:`loop.config.run.DATA_PRESETS`).
+    """
+
+    policies: tuple[str, ...]
+    seeds: int
+    preset: str = "cpu"
+    cycles: int = 3
+    generator: str = "grains"
+    initial_policy: str = "random"
+    n_train: int | None = None
+    n_val: int | None = None
+    n_per_cycle: int | None = None
+    size: int | None = None
+    real_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        from policies import get_policy
+
+        if isinstance(self.policies, str):
+            object.__setattr__(self, "policies", split_policies(self.policies))
+        object.__setattr__(self, "policies", tuple(self.policies))
+        if not self.policies:
+            raise CompareError("policies: expected at least one policy, got none")
+        canonical: dict[str, str] = {}
+        for spec in self.policies:
+            name = get_policy(spec).name  # PolicyError lists the known policies
+            if name in canonical:
+                raise CompareError(f"policies: {spec!r} is the same policy as {canonical[name]!r} ({name}); "
+                                   "expected each policy once")
+            canonical[name] = spec
+        slugs = [policy_slug(p) for p in self.policies]
+        if len(set(slugs)) != len(slugs) or BASE in slugs:
+            raise CompareError(f"policies: {list(self.policies)} give the run folders {slugs}; expected distinct "
+                               f"names other than {BASE!r}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise CompareError(f"seeds: expected an integer >= 1, got {self.seeds!r}")
+        if isinstance(self.cycles, bool) or not isinstance(self.cycles, int) or self.cycles < 1:
+            raise CompareError(f"cycles: expected an integer >= 1 (policies differ only after cycle 0), "
+                               f"got {self.cycles!r}")
+        if self.preset not in DATA_PRESETS:
+            raise CompareError(f"preset: expected one of {', '.join(DATA_PRESETS)}, got {self.preset!r}")
+        # Resolve the preset's data sizes now, so that compare.toml holds numbers, not defaults.
+        resolved = RunConfig.for_preset(self.preset, n_train=self.n_train, n_val=self.n_val,
+                                        n_per_cycle=self.n_per_cycle, size=self.size)
+        for name in ("n_train", "n_val", "n_per_cycle", "size"):
+            object.__setattr__(self, name, getattr(resolved, name))
+        if self.real_dir is not None and "://" not in self.real_dir:
+            object.__setattr__(self, "real_dir", os.path.abspath(self.real_dir))
+        self.run_config(1)  # checks generator, policies and preset together
+
+    def run_config(self, seed: int, policy: str | None = None) -> RunConfig:
+        """The run config of seed ``seed``: the base run (``policy=None``, cycle 0 only) or a policy's run."""
+        from loop.run.lifecycle import check_run_config
+
+        config = RunConfig.for_preset(
+            self.preset, generator=self.generator, initial_policy=self.initial_policy,
+            policy=policy or self.initial_policy, cycles=self.cycles if policy else 0, seed=seed,
+            n_train=self.n_train, n_val=self.n_val, n_per_cycle=self.n_per_cycle, size=self.size,
+            real_dir=self.real_dir,
+        )
+        check_run_config(config)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """TOML-ready form (``None`` fields left out)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        out["policies"] = list(self.policies)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = SETTINGS_FILE) -> "CompareConfig":
+        """Rebuild from :meth:`to_dict`; unknown keys raise :class:`CompareError` naming ``where``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise CompareError(f"{where}: unknown setting(s) {unknown}; expected some of {sorted(names)}")
+        return cls(**{**data, "policies": tuple(data.get("policies", ()))})
+
+
+def settings_path(out: str) -> str:
+    """Where a comparison's frozen settings live."""
+    return posixpath.join(out.rstrip("/"), SETTINGS_FILE)
+
+
+def read_settings(out: str) -> CompareConfig | None:
+    """The settings frozen in ``OUT/compare.toml``, or ``None`` when OUT has none."""
+    path = settings_path(out)
+    try:
+        raw = Location(out).read_bytes(SETTINGS_FILE)
+    except FileNotFoundError:
+        return None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CompareError(f"{path}: not valid TOML ({exc})") from None
+    return CompareConfig.from_dict(data.get("compare", {}), where=path)
+
+
+def resolve_settings(out: str, given: Mapping[str, Any]) -> CompareConfig:
+    """The settings to run ``out`` with: those frozen in ``OUT/compare.toml`` (a value given
+    here must equal the frozen one, else :class:`CompareError` names the setting), or, for a
+    new OUT, ``given`` (which must name ``policies`` and ``seeds``). Writes compare.toml for a new OUT."""
+    given = {k: v for k, v in given.items() if v is not None}
+    frozen = read_settings(out)
+    if frozen is None:
+        missing = [k for k in ("policies", "seeds") if k not in given]
+        if missing:
+            raise CompareError(f"{out}: no comparison there yet; --{missing[0]} is needed to start one")
+        config = CompareConfig(**given)
+        Location(out).write_bytes(SETTINGS_FILE, tomli_w.dumps({"compare": config.to_dict()}).encode("utf-8"))
+        return config
+    asked = CompareConfig(**{**frozen.to_dict(), "policies": frozen.policies, **given})
+    for field in dataclasses.fields(CompareConfig):
+        if field.name in given and getattr(asked, field.name) != getattr(frozen, field.name):
+            raise CompareError(
+                f"{settings_path(out)}: {field.name} is {_show(getattr(frozen, field.name))} in this comparison, "
+                f"got {_show(getattr(asked, field.name))}; use the same settings to resume it, or another OUT")
+    return frozen
+
+
+def _show(value: Any) -> str:
+    return ",".join(value) if isinstance(value, tuple) else repr(value)
+
+
+def run_dir(out: str, seed: int, policy: str | None = None) -> str:
+    """Run directory of seed ``seed``'s base run (``policy=None``) or of a policy's run."""
+    return posixpath.join(out.rstrip("/"), RUNS_DIR, f"seed{seed:02d}", policy_slug(policy) if policy else BASE)
+
+
