@@ -58,12 +58,10 @@ def generation_scaling(workdir: str, generator: str = "grains", size: int = 128,
 
 def bench_loop(preset: str = "smoke", cycles: int = 1, workdir: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Run a whole ``preset`` run of ``cycles`` cycles and the generation scaling test; one dict of figures."""
-    import ray
-
-    from loop.run.ray_session import ray_session
+    from loop.run.ray_session import cluster_resources, ray_session
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp, ray_session():
-        scaling = generation_scaling(tmp, workers=(1, max(2, min(4, int(ray.cluster_resources().get("CPU", 2))))))
+        scaling = generation_scaling(tmp, workers=(1, max(2, min(4, int(cluster_resources().get("CPU", 2))))))
         run = str(Path(tmp) / "run")
         t0 = time.perf_counter()
         start_run(run, RunConfig.for_preset(preset, cycles=cycles, **overrides), say=lambda _line: None)

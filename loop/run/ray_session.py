@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Iterator, Mapping
 
 
 @contextlib.contextmanager
@@ -29,3 +29,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield
     finally:
         ray.shutdown()
+
+
+def cluster_resources() -> Mapping[str, float]:
+    """The resources (CPU, GPU, memory...) of the Ray this process is connected to."""
+    import ray
+
+    return ray.cluster_resources()

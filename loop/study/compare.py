@@ -149,7 +149,7 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
     ``given`` holds the :class:`CompareConfig` fields the caller set (``None`` = not set).
     Raises :class:`CompareError` when some runs failed (the report still covers the rest).
     """
-    from loop.run.ray_session import ray_session
+    from loop.run.ray_session import cluster_resources, ray_session
     from loop.evaluate.real import RealFolder
     from loop.study.report import write_report
 
@@ -186,9 +186,7 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
 
     jobs = [job(seed, policy) for seed in range(1, config.seeds + 1) for policy in (None, *config.policies)]
     with ray_session(address):
-        import ray
-
-        slots = parallel or parallel_runs(ray.cluster_resources())
+        slots = parallel or parallel_runs(cluster_resources())
         say(f"compare {out}: {', '.join(config.policies)} × seeds 1..{config.seeds}, {config.cycles} cycles, "
             f"preset {config.preset}: {total} runs ({config.seeds} base + {total - config.seeds} policy runs), "
             f"{slots} at a time")
