@@ -16,8 +16,8 @@ Views:
     query naming a metric fails with DuckDB's "column not found").
 
 Only one query statement is run (SELECT, WITH, VALUES, FROM, DESCRIBE, SHOW, SUMMARIZE,
-EXPLAIN of these); anything else is refused before it runs. On local disk DuckDB may read
-only the run's directory.
+EXPLAIN of these); anything else is refused before it runs. DuckDB gets the tables as Arrow
+tables and may open no file and reach no network, for every kind of run.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from stores.errors import StoreError
 from stores.store import RunStore
-from stores.tables import METRIC_KEY_FIELDS, METRICS_DIR, PARAMS_DIR
+from stores.tables import METRIC_KEY_FIELDS, METRICS_DIR
 
 _EXPLAIN = re.compile(r"^\s*explain\s+(analyze\s+)?(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
 FORMATS = ("table", "csv", "json")
@@ -85,49 +85,53 @@ def query(uri_or_store: RunStore | str | os.PathLike[str], sql: str) -> pa.Table
 
 
 def _connect(store: RunStore) -> duckdb.DuckDBPyConnection:
-    location = store._location
-    params_files = store._fragment_paths(PARAMS_DIR)
-    metric_files = store._fragment_paths(METRICS_DIR)
-    con = duckdb.connect(":memory:")
-    if not location.local:
-        con.register_filesystem(location.fs)
-        params_files = [location.fs.unstrip_protocol(p) for p in params_files]
-        metric_files = [location.fs.unstrip_protocol(p) for p in metric_files]
-    if params_files:
-        con.execute(f"CREATE VIEW params AS SELECT * FROM read_parquet({_sql_list(params_files)})")
-    else:
-        con.register("params", store.params_schema.empty_table())
-    raw_fields = [*METRIC_KEY_FIELDS, pa.field("filename", pa.string())]
-    if metric_files:
-        con.execute("CREATE VIEW _metric_rows AS SELECT * FROM read_parquet("
-                    f"{_sql_list(metric_files)}, union_by_name = true, filename = true)")
-    else:
-        con.register("_metric_rows", pa.schema(raw_fields).empty_table())
-    con.execute("CREATE VIEW metrics AS SELECT * EXCLUDE (filename) FROM _metric_rows")
-    con.execute("""
-        CREATE VIEW samples AS
-        SELECT p.*, m.cycle AS metrics_cycle, m.checkpoint,
-               m.* EXCLUDE (sample_id, cycle, checkpoint, created_at, filename)
-        FROM params AS p
-        LEFT JOIN (
-            SELECT * FROM _metric_rows
-            QUALIFY row_number() OVER (PARTITION BY sample_id
-                                       ORDER BY cycle DESC, created_at DESC, filename DESC) = 1
-        ) AS m USING (sample_id)
-    """)
-    if location.local:
-        con.execute(f"SET allowed_directories = [{_sql_str(location.root.rstrip('/') + '/')}]")
+    """An in-memory DuckDB holding the run's tables, sandboxed before it sees the query.
+
+    The fragments are read here (the store checks their schemas) and handed to DuckDB as
+    Arrow tables, so DuckDB never opens a file itself, whatever kind of run it is (local,
+    ``memory://``, ``s3://``): external access (files, network, extensions, Python variables)
+    is switched off and the configuration locked before the caller's query runs.
+    """
+    params = store.params()
+    fragments = store._metric_fragments_in_order()
+    con = duckdb.connect(":memory:", config={
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "python_enable_replacements": False,
+    })
+    try:
+        con.register("params", params)
+        raw_fields = [*METRIC_KEY_FIELDS, pa.field("filename", pa.string())]
+        if fragments:
+            tables = [table.append_column("filename", pa.array([store.path(METRICS_DIR, f"{name}.parquet")]
+                                                               * table.num_rows, pa.string()))
+                      for name, table in fragments]
+            metric_rows = pa.concat_tables(tables, promote_options="default")
+            # The key columns first, then the metric columns (each fragment's own, in order).
+            keys = [f.name for f in raw_fields]
+            metric_rows = metric_rows.select(keys + [n for n in metric_rows.column_names if n not in keys])
+        else:
+            metric_rows = pa.schema(raw_fields).empty_table()
+        con.register("_metric_rows", metric_rows)
+        con.execute("CREATE VIEW metrics AS SELECT * EXCLUDE (filename) FROM _metric_rows")
+        con.execute("""
+            CREATE VIEW samples AS
+            SELECT p.*, m.cycle AS metrics_cycle, m.checkpoint,
+                   m.* EXCLUDE (sample_id, cycle, checkpoint, created_at, filename)
+            FROM params AS p
+            LEFT JOIN (
+                SELECT * FROM _metric_rows
+                QUALIFY row_number() OVER (PARTITION BY sample_id
+                                           ORDER BY cycle DESC, created_at DESC, filename DESC) = 1
+            ) AS m USING (sample_id)
+        """)
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
     return con
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _sql_list(items: list[str]) -> str:
-    return "[" + ", ".join(_sql_str(i) for i in items) + "]"
 
 
 def format_table(table: pa.Table, fmt: str = "table") -> str:

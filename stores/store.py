@@ -40,7 +40,7 @@ from stores.tables import (
     METRIC_KEY_FIELDS, METRICS_DIR, PARAMS_DIR, SPLITS, build_metrics_table, build_params_table,
     check_space_names,
     check_metrics_name, check_metrics_schema, check_params_schema, now, params_fragment_name,
-    params_schema, parse_params_fragment, read_fragment, read_schema, to_parquet_bytes,
+    params_schema, parse_params_fragment, read_fragment, to_parquet_bytes,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ class RunStore:
         self._fragments: dict[int, pa.Table] = {}
         self._params_cache: tuple[tuple[int, ...], pa.Table, np.ndarray] | None = None
         self._metric_fragments: dict[str, pa.Table] = {}
-        self._checked: set[str] = set()  # fragments whose schema was checked without reading them
         self.recovered: list[int] = []
         """Batches whose partial data :meth:`open` with ``recover=True`` removed."""
         self.removed_files: list[str] = []
@@ -298,28 +297,6 @@ class RunStore:
             raise StoreError(f"{path}: column 'batch' does not hold {batch} in every row")
         return table.cast(self._schema)
 
-    def _fragment_paths(self, folder: str) -> list[str]:
-        """Full paths of the committed, schema-checked fragments in ``folder`` (for queries)."""
-        if folder == PARAMS_DIR:
-            paths = []
-            for batch in self.committed_batches():
-                rel = f"{PARAMS_DIR}/{params_fragment_name(batch)}"
-                with self._lock:
-                    if batch not in self._fragments and rel not in self._checked:
-                        check_params_schema(read_schema(self._location, rel), self._schema, self._location.url(rel))
-                        self._checked.add(rel)
-                paths.append(self._location.join(rel))
-            return paths
-        paths = []
-        for name in self._list_metrics():
-            rel = f"{METRICS_DIR}/{name}.parquet"
-            with self._lock:
-                if name not in self._metric_fragments and rel not in self._checked:
-                    check_metrics_schema(read_schema(self._location, rel), self._location.url(rel))
-                    self._checked.add(rel)
-            paths.append(self._location.join(rel))
-        return paths
-
     def params(self, split: str | None = None, cycle: int | None = None) -> pa.Table:
         """The committed parameter table, optionally only one split and/or one cycle."""
         table, _ = self._params_with_rows()
@@ -348,6 +325,12 @@ class RunStore:
                     check_metrics_schema(table.schema, self._location.url(rel))
                     self._metric_fragments[name] = table
             return sorted(names, key=lambda n: (self._metric_fragments[n]["created_at"][0].value, n))
+
+    def _metric_fragments_in_order(self) -> list[tuple[str, pa.Table]]:
+        """``(name, table)`` of every committed metric fragment, oldest first (for queries)."""
+        names = self._metric_names()
+        with self._lock:
+            return [(n, self._metric_fragments[n]) for n in names]
 
     def metric_fragment_names(self) -> list[str]:
         """Names of the committed metric fragments, oldest first."""

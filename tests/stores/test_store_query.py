@@ -169,6 +169,36 @@ def test_query_on_an_fsspec_memory_run(generator):
         fsspec.filesystem("memory").rm("/synthloop-test-query", recursive=True)
 
 
+@pytest.mark.parametrize("kind", ["local", "memory"])
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM read_text('{secret}')",
+    "SELECT * FROM read_csv('{secret}')",
+    "SELECT * FROM '{secret}'",
+    "SELECT * FROM glob('/*')",
+    "SELECT * FROM read_parquet('{params}')",
+    "SELECT * FROM read_text('http://127.0.0.1:9/x')",
+    "SELECT * FROM secret_table",
+])
+def test_the_sandbox_holds_for_every_kind_of_run(generator, tmp_path, kind, sql):
+    """No file of the machine, no file of the run, no network, no Python variable: only the views."""
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    secret_table = pa.table({"a": [1]})  # noqa: F841 - a Python variable DuckDB must not find
+    uri = str(tmp_path / "run") if kind == "local" else "memory://synthloop-test-sandbox/run"
+    try:
+        store = create_run(uri)
+        store.write_batch(0, *make_batch(generator, [0, 1, 2]))
+        params = store.path("params", "b000000.parquet")
+        with pytest.raises(StoreError, match="query failed: "):
+            query(uri, sql.format(secret=secret, params=params))
+        assert query(uri, "SELECT count(*) AS n FROM params")["n"].to_pylist() == [3]
+    finally:
+        if kind == "memory":
+            import fsspec
+
+            fsspec.filesystem("memory").rm("/synthloop-test-sandbox", recursive=True)
+
+
 def test_format_table_renders_table_csv_and_json():
     table = pa.table({"name": ["a", None], "iou": [0.25, math.nan], "n": [1, 22]})
     text = format_table(table)
