@@ -236,7 +236,9 @@ def test_image_installs_only_the_project_from_its_own_files() -> None:
     for value in instructions("COPY"):
         words = [w for w in value.split() if not w.startswith("--")]
         copied |= {w.rstrip("/") for w in words[:-1]}
-    assert {"pyproject.toml", *project["tool"]["setuptools"]["packages"]} <= copied
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages == {"generators", "stores", "policies", "loop"}
+    assert {"pyproject.toml", *packages} <= copied
 
     calls = _pip_calls()
     assert calls, "the Dockerfile installs nothing with pip"
