@@ -49,22 +49,28 @@ class DatasetView:
         return self._task
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray | int]:
-        """``(image, target)`` of the i-th sample of the view (negative indices count from the end)."""
+        """``(image, target)`` of the i-th sample of the view (negative indices count from the end).
+
+        Every read is verified: damaged image data raises :class:`StoreError` naming the run,
+        batch, array and sample id.
+        """
         batch, row = self.locate(i)
+        sid = int(self._sample_ids[self._index(i)])
         reader = self._get_reader()
-        image = reader.read(batch, IMAGE, row)
+        image = reader.read(batch, IMAGE, row, sample_id=sid)
         if self._labels is not None:
             return image, int(self._labels[self._index(i)])
-        return image, reader.read(batch, MASK, row)
+        return image, reader.read(batch, MASK, row, sample_id=sid)
 
     def mask(self, i: int) -> np.ndarray | None:
         """The i-th sample's pixel mask (for a classification run, e.g. the crack), or None if its batch stored none."""
         batch, row = self.locate(i)
+        sid = int(self._sample_ids[self._index(i)])
         if self._labels is None:
-            return self._get_reader().read(batch, MASK, row)
+            return self._get_reader().read(batch, MASK, row, sample_id=sid)
         if not self._get_reader().has(batch, MASK):
             return None
-        return self._get_reader().read(batch, MASK, row)
+        return self._get_reader().read(batch, MASK, row, sample_id=sid)
 
     def locate(self, i: int) -> tuple[int, int]:
         """``(batch, row in the batch's arrays)`` of the i-th sample."""

@@ -1,12 +1,17 @@
 """``images.zarr``: one Zarr v3 group per batch holding ``image`` (and ``mask``) arrays.
 
 Each array is ``(n, H, W)`` uint8 with chunks ``(1, H, W)`` (one sample = one chunk),
-compressed with zstd, and stored as a single shard per batch: one object per array on an
-object store, one file to fsync on local disk. Zarr writes the metadata; the shard is
-encoded here, because zarr's own write path runs at about half the speed of the compressor. Reading a sample reads one chunk: the shard
-index (offsets and sizes of the chunks) is read once per array and cached, then each sample
-is one byte-range read plus a zstd decode. Arrays in any other layout (written by another
-tool) are read through zarr's own indexing, which is correct but slower.
+compressed with zstd and followed by its crc32c (zarr's ``crc32c`` codec after the
+compressor), and stored as a single shard per batch: one object per array on an object
+store, one file to fsync on local disk. Zarr writes the metadata; the shard is encoded here,
+because zarr's own write path runs at about half the speed of the compressor. Reading a
+sample reads one chunk: the shard index (offsets and sizes of the chunks, with its own
+crc32c) is read once per array and cached, then each sample is one byte-range read, a
+checksum check and a zstd decode. A read that returns pixels has verified them; damaged
+bytes raise :class:`StoreError` naming the run, batch, array and sample. Arrays written
+before the chunk checksum (zstd alone) are still read, unverified. Arrays in any other
+layout (written by another tool) are read through zarr's own indexing, which is correct but
+slower (and verifies whatever checksum their codecs carry).
 """
 
 from __future__ import annotations
@@ -93,18 +98,18 @@ class ImageArrays:
             # about twice the speed of zarr's own write path. Tests check zarr reads it back.
             arr = group.create_array(
                 name, shape=data.shape, dtype="uint8", chunks=(1, h, w), shards=(n, h, w),
-                compressors=ZstdCodec(level=ZSTD_LEVEL), fill_value=0,
+                compressors=(ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()), fill_value=0,
                 # "c.0.0.0": one file beside zarr.json instead of three nested folders, each
                 # of which would need its own fsync.
                 chunk_key_encoding={"name": "default", "separator": "."},
                 dimension_names=("sample", "y", "x"), overwrite=True,
             )
-            if not _own_layout(arr):
+            if _own_layout(arr) is not True:
                 raise StoreError(f"{self.location.url(ZARR_DIR)}: zarr created {name!r} of batch {batch} "
-                                 f"with codecs {arr.metadata.codecs}; expected one zstd shard")
+                                 f"with codecs {arr.metadata.codecs}; expected one shard of zstd+crc32c chunks")
             key = arr.metadata.encode_chunk_key((0, 0, 0))
             self.location.write_bytes(f"{ZARR_DIR}/{batch_group(batch)}/{name}/{key}",
-                                      encode_shard(data, self._zstd))
+                                      encode_shard(data, self._zstd, checksum=True))
         self.location.sync_tree(f"{ZARR_DIR}/{batch_group(batch)}")
 
     def present(self) -> list[int]:
@@ -117,12 +122,13 @@ class ImageArrays:
         self.location.remove_tree(f"{ZARR_DIR}/{batch_group(batch)}")
 
 
-def encode_shard(data: np.ndarray, zstd: numcodecs.Zstd) -> bytes:
+def encode_shard(data: np.ndarray, zstd: numcodecs.Zstd, checksum: bool = False) -> bytes:
     """The bytes of one Zarr v3 shard holding every sample of ``data`` (n, H, W) as a chunk.
 
-    As the sharding codec lays it out: the zstd-compressed chunks one after the other, then
-    the index (offset, size as little-endian uint64 per chunk) and its crc32c. A chunk that
-    is all fill value (0) is left out, as zarr does.
+    As the sharding codec lays it out: the zstd-compressed chunks one after the other (each
+    followed by the crc32c of its compressed bytes with ``checksum``: the inner codecs
+    ``bytes, zstd, crc32c``), then the index (offset, size as little-endian uint64 per chunk)
+    and its crc32c. A chunk that is all fill value (0) is left out, as zarr does.
     """
     parts = []
     index = np.empty((len(data), 2), dtype="<u8")
@@ -132,12 +138,19 @@ def encode_shard(data: np.ndarray, zstd: numcodecs.Zstd) -> bytes:
             index[i] = _EMPTY
             continue
         chunk = zstd.encode(sample)
+        if checksum:
+            chunk += _crc(chunk)
         index[i] = (offset, len(chunk))
         parts.append(chunk)
         offset += len(chunk)
     body = index.tobytes()
-    parts += [body, np.array([google_crc32c.value(body)], dtype="<u4").tobytes()]
+    parts += [body, _crc(body)]
     return b"".join(parts)
+
+
+def _crc(data: bytes) -> bytes:
+    """The crc32c of ``data`` as zarr's ``crc32c`` codec stores it (4 bytes, little-endian)."""
+    return np.array([google_crc32c.value(data)], dtype="<u4").tobytes()
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,7 @@ class _Shard:
     index: np.ndarray  # (n, 2) uint64: offset, nbytes of each chunk
     shape: tuple[int, int]
     fill: int
+    checksum: bool  # each chunk ends with the crc32c of its compressed bytes
 
 
 class ChunkReader:
@@ -169,19 +183,44 @@ class ChunkReader:
             return (len(handle.index), *handle.shape)
         return tuple(handle.shape)
 
-    def read(self, batch: int, name: str, i: int) -> np.ndarray:
-        """Sample ``i`` of array ``name`` of ``batch`` as a writable (H, W) uint8 array."""
+    def read(self, batch: int, name: str, i: int, sample_id: int | None = None) -> np.ndarray:
+        """Sample ``i`` of array ``name`` of ``batch`` as a writable (H, W) uint8 array.
+
+        The bytes are verified (the chunk's crc32c) before they are decoded; damaged or
+        missing bytes raise :class:`StoreError` naming the run, batch, array and sample
+        (``sample_id`` when the caller knows it, else the row ``i``).
+        """
         handle = self._handle(batch, name)
         if not isinstance(handle, _Shard):
-            return np.asarray(handle[i])
+            try:
+                return np.asarray(handle[i])
+            except (ValueError, RuntimeError, OSError, KeyError) as exc:
+                raise self._damaged(batch, name, i, sample_id, f"{type(exc).__name__}: {exc}") from None
         offset, nbytes = handle.index[i]
         h, w = handle.shape
         if offset == _EMPTY:
             return np.full((h, w), handle.fill, dtype=np.uint8)
-        raw = self.location.read_range(handle.path, int(offset), int(nbytes))
+        try:
+            raw = self.location.read_range(handle.path, int(offset), int(nbytes))
+        except FileNotFoundError:
+            raise self._damaged(batch, name, i, sample_id, f"{handle.path} is gone") from None
+        if len(raw) != nbytes:
+            raise self._damaged(batch, name, i, sample_id, f"read {len(raw)} of its {nbytes} bytes (file truncated)")
+        if handle.checksum:
+            if nbytes < 4 or _crc(raw[:-4]) != raw[-4:]:
+                raise self._damaged(batch, name, i, sample_id, "chunk checksum (crc32c) does not match")
+            raw = raw[:-4]
         out = np.empty(h * w, dtype=np.uint8)
-        self._zstd.decode(raw, out=out)
+        try:
+            self._zstd.decode(raw, out=out)
+        except (RuntimeError, ValueError) as exc:
+            raise self._damaged(batch, name, i, sample_id, f"zstd cannot decode the chunk ({exc})") from None
         return out.reshape(h, w)
+
+    def _damaged(self, batch: int, name: str, i: int, sample_id: int | None, why: str) -> StoreError:
+        sample = f"sample {i} of the batch" if sample_id is None else f"sample {sample_id} (row {i} of the batch)"
+        return StoreError(f"run {self.location.uri}, batch {batch}, array {name!r}, {sample}: {why}; "
+                          "the image data is damaged")
 
     def _handle(self, batch: int, name: str) -> _Shard | zarr.Array:
         key = (batch, name)
@@ -204,33 +243,46 @@ class ChunkReader:
         except (FileNotFoundError, KeyError, ValueError) as exc:
             raise StoreError(f"{self.location.url(ZARR_DIR, rel)}: cannot open the array "
                              f"({type(exc).__name__}: {exc})") from None
-        if not _own_layout(arr):
+        checksum = _own_layout(arr)
+        if checksum is None:
             return arr
         n, h, w = arr.shape
         path = self.location.join(ZARR_DIR, rel, arr.metadata.encode_chunk_key((0, 0, 0)))
+        where = f"run {self.location.uri}, batch {batch}, array {name!r}"
         size = n * 16 + 4
-        tail = self.location.read_range(path, -size, size)
+        try:
+            tail = self.location.read_range(path, -size, size)
+        except FileNotFoundError:
+            raise StoreError(f"{where}: its shard {path} is missing") from None
+        except OSError as exc:  # shorter than its index: seeking before the start fails
+            raise StoreError(f"{where}: cannot read the shard index of {path} ({exc})") from None
         if len(tail) != size:
-            raise StoreError(f"{path}: shard index is {len(tail)} bytes, expected {size}")
+            raise StoreError(f"{where}: shard index of {path} is {len(tail)} bytes, expected {size}")
         body, crc = tail[:-4], tail[-4:]
-        if np.array([google_crc32c.value(body)], dtype="<u4").tobytes() != crc:
-            raise StoreError(f"{path}: shard index checksum does not match (file damaged)")
+        if _crc(body) != crc:
+            raise StoreError(f"{where}: shard index checksum does not match (file {path} damaged)")
         index = np.frombuffer(body, dtype="<u8").reshape(n, 2)
-        return _Shard(path=path, index=index, shape=(h, w), fill=int(arr.metadata.fill_value))
+        return _Shard(path=path, index=index, shape=(h, w), fill=int(arr.metadata.fill_value), checksum=checksum)
 
 
-def _own_layout(arr: zarr.Array) -> bool:
-    """Whether ``arr`` is laid out as :meth:`ImageArrays.write` writes it (one shard, zstd chunks)."""
+def _own_layout(arr: zarr.Array) -> bool | None:
+    """Whether ``arr`` is laid out as :meth:`ImageArrays.write` writes it (one shard of zstd chunks):
+    ``True`` with each chunk's crc32c (as written now), ``False`` without (runs written before
+    it), ``None`` for any other layout."""
     meta = arr.metadata
     if arr.ndim != 3 or arr.dtype != np.uint8 or len(meta.codecs) != 1:
-        return False
+        return None
     shard = meta.codecs[0]
     if not isinstance(shard, ShardingCodec) or tuple(meta.chunk_grid.chunk_shape) != tuple(arr.shape):
-        return False
+        return None
     inner = shard.codecs
     index = shard.index_codecs
-    return (tuple(shard.chunk_shape) == (1, *arr.shape[1:])
-            and len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], ZstdCodec)
+    if not (tuple(shard.chunk_shape) == (1, *arr.shape[1:])
+            and len(inner) in (2, 3) and isinstance(inner[0], BytesCodec) and isinstance(inner[1], ZstdCodec)
             and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
             and index[0].endian is not None and index[0].endian.value == "little"
-            and shard.index_location == ShardingCodecIndexLocation.end)
+            and shard.index_location == ShardingCodecIndexLocation.end):
+        return None
+    if len(inner) == 3:
+        return True if isinstance(inner[2], Crc32cCodec) else None
+    return False

@@ -84,3 +84,19 @@ def test_exists_path_and_fragment_names(tmp_path, run) -> None:
     assert RunStore.exists(tmp_path / "run")
     assert store.path("checkpoints", "cycle_000.pt") == str(tmp_path / "run" / "checkpoints" / "cycle_000.pt")
     assert store.metric_fragment_names() == []
+
+
+def test_an_encoded_shard_with_chunk_checksums_is_what_zarr_reads(tmp_path):
+    import numcodecs
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 255, (4, 9, 11), dtype=np.uint8)
+    data[2] = 0
+    arr = zarr.create_array(str(tmp_path / "a"), shape=data.shape, dtype="uint8", chunks=(1, 9, 11),
+                            shards=data.shape, compressors=(ZstdCodec(level=1), Crc32cCodec()), fill_value=0)
+    shard = os.path.join(str(tmp_path / "a"), arr.metadata.encode_chunk_key((0, 0, 0)))
+    os.makedirs(os.path.dirname(shard))
+    with open(shard, "wb") as f:
+        f.write(encode_shard(data, numcodecs.Zstd(level=1), checksum=True))
+    assert np.array_equal(zarr.open_array(str(tmp_path / "a"), mode="r")[...], data)

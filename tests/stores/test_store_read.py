@@ -135,3 +135,84 @@ def test_a_damaged_shard_index_is_reported(run, generator):
         f.write(b"\xff")
     with pytest.raises(StoreError, match="shard index checksum"):
         RunStore.open(run.uri).view()[0]
+
+
+def _chunk_span(run_uri: str, array: str, i: int) -> tuple[str, int, int]:
+    """Shard file of ``array`` of batch 0, and where its sample ``i`` lies in it (offset, size)."""
+    shard = os.path.join(run_uri, ZARR_DIR, "b000000", array, "c.0.0.0")
+    n = zarr.open_array(os.path.join(run_uri, ZARR_DIR, "b000000", array), mode="r").shape[0]
+    with open(shard, "rb") as f:
+        f.seek(-(n * 16 + 4), os.SEEK_END)
+        index = np.frombuffer(f.read(n * 16), dtype="<u8").reshape(n, 2)
+    return shard, int(index[i, 0]), int(index[i, 1])
+
+
+# Where 4 zeroed bytes decode without any zstd error, as wrong pixels (found by trying), and
+# where zstd itself notices (the middle of the chunk).
+@pytest.mark.parametrize(("array", "at"), [("image", 128), ("mask", 15), ("image", None)])
+def test_zeroed_bytes_inside_a_chunk_are_an_error_naming_run_batch_array_and_sample(run, array, at):
+    """4 zeroed bytes inside one zstd chunk used to decode as wrong pixels without any error."""
+    gen = FakeGenerator()
+    rows, images, masks = make_batch(gen, [10, 11, 12], size=64)
+    run.write_batch(0, rows, images, masks)
+    shard, offset, size = _chunk_span(run.uri, array, 1)
+    with open(shard, "r+b") as f:
+        f.seek(offset + (size // 2 if at is None else at))
+        f.write(b"\0\0\0\0")
+    view = RunStore.open(run.uri).view()
+    assert np.array_equal(view[0][0], images[0]) and np.array_equal(view[2][1], masks[2])  # others intact
+    with pytest.raises(StoreError) as err:
+        view[1] if array == "image" else view.mask(1)
+    text = str(err.value)
+    assert run.uri in text and "batch 0" in text and f"array '{array}'" in text and "sample 11" in text
+    assert "checksum" in text
+    # zarr itself refuses the damaged chunk too: the checksum is in the array's codec chain.
+    arr = zarr.open_array(os.path.join(run.uri, ZARR_DIR, "b000000", array), mode="r")
+    assert arr[0].tolist() == (images if array == "image" else masks)[0].tolist()
+    with pytest.raises(Exception, match="checksum"):
+        arr[1]
+
+
+def test_a_run_written_before_the_chunk_checksum_still_reads(run, generator):
+    """Arrays of older runs have zstd chunks without their crc32c: read as before, unverified."""
+    import numcodecs
+    from zarr.codecs import ZstdCodec
+
+    from stores.images import encode_shard
+
+    rows, images, masks = make_batch(generator, [0, 1, 2])
+    run.write_batch(0, rows, images, masks)
+    group = zarr.open_group(os.path.join(run.uri, ZARR_DIR, "b000000"), mode="r+")
+    for name, data in (("image", images), ("mask", masks)):
+        arr = group.create_array(name, shape=data.shape, dtype="uint8", chunks=(1, 16, 16), shards=data.shape,
+                                 compressors=ZstdCodec(level=1), fill_value=0, overwrite=True,
+                                 chunk_key_encoding={"name": "default", "separator": "."})
+        with open(os.path.join(run.uri, ZARR_DIR, "b000000", name, "c.0.0.0"), "wb") as f:
+            f.write(encode_shard(data, numcodecs.Zstd(level=1)))
+    reader = ChunkReader(Location(run.uri))
+    handle = reader._handle(0, "image")
+    assert isinstance(handle, _Shard) and handle.checksum is False
+    view = RunStore.open(run.uri).view()
+    for i in range(3):
+        assert np.array_equal(view[i][0], images[i]) and np.array_equal(view[i][1], masks[i])
+    # New batches of the same run carry the checksum.
+    run.write_batch(1, *make_batch(generator, [3, 4]))
+    assert ChunkReader(Location(run.uri))._handle(1, "mask").checksum is True
+
+
+def test_a_missing_or_truncated_shard_is_an_error_naming_the_sample(run, generator):
+    rows, images, masks = make_batch(generator, [5, 6, 7])
+    run.write_batch(0, rows, images, masks)
+    view = RunStore.open(run.uri).view()
+    view[0]  # the index is read and cached; then the shard loses its tail
+    shard = os.path.join(run.uri, ZARR_DIR, "b000000", "image", "c.0.0.0")
+    _, offset, size = _chunk_span(run.uri, "image", 2)
+    with open(shard, "r+b") as f:
+        f.truncate(offset + size - 1)
+    with pytest.raises(StoreError, match=r"batch 0, array 'image', sample 7 \(row 2 of the batch\): read"):
+        view[2]
+    os.remove(shard)
+    with pytest.raises(StoreError, match=r"batch 0, array 'image', sample 6 .*is gone"):
+        view[1]
+    with pytest.raises(StoreError, match=r"batch 0, array 'image': its shard .* is missing"):
+        RunStore.open(run.uri).view()[1]
