@@ -4,32 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
-from generators.space import Choice, Continuous, Integer, LogRange, ParamSpace
+from generators.space import ParamSpace
+from policies import testing as policies_testing
 from policies.base import PolicyView
+from policies.testing import example_space, params_table
 
 
 @pytest.fixture(scope="session")
 def policy_space() -> ParamSpace:
     """One dimension of each kind."""
-    return ParamSpace([
-        Continuous("thickness", "px", "boundary thickness", 1.0, 5.0),
-        LogRange("grain_size", "px", "mean grain diameter", 4.0, 256.0),
-        Integer("n_phases", "", "number of grey levels", 1, 20),
-        Choice("shape", "", "grain shape", ("voronoi", "hex", "square")),
-    ])
-
-
-def params_table(space: ParamSpace, rows: list[dict[str, Any]]) -> pa.Table:
-    """A parameter table in the store's layout (bookkeeping columns, then one per parameter)."""
-    schema = pa.schema([
-        ("sample_id", pa.int64()), ("cycle", pa.int64()), ("split", pa.string()), ("policy", pa.string()),
-        ("parent_id", pa.int64()), ("seed", pa.int64()), *space.arrow_schema(),
-    ])
-    return pa.Table.from_pylist(rows, schema=schema)
+    return example_space()
 
 
 @pytest.fixture
@@ -47,9 +34,6 @@ def make_view(policy_space: ParamSpace) -> Callable[..., PolicyView]:
 
 
 @pytest.fixture
-def scored_view(policy_space: ParamSpace, make_view) -> PolicyView:
+def scored_view(policy_space: ParamSpace) -> PolicyView:
     """40 random validation rows with iou = sample_id / 100 (so sample 0 is the worst), and 5 train rows."""
-    points = policy_space.sample(np.random.default_rng(7), 45)
-    rows = [{"sample_id": i, "split": "val" if i < 40 else "train", **p} for i, p in enumerate(points)]
-    return make_view(rows, {"sample_id": list(range(45)), "iou": [i / 100 for i in range(45)],
-                            "error": [1 - i / 100 for i in range(45)]})
+    return policies_testing.scored_view(policy_space)
