@@ -131,18 +131,26 @@ class Location:
     def create_exclusive(self, rel: str, data: bytes) -> None:
         """Create file ``rel`` holding ``data``; raise ``FileExistsError`` if it exists.
 
-        Exclusive on local disk (``O_EXCL``) and on S3 (a conditional put); elsewhere an
-        existence check then a put.
+        The file appears with its whole content or not at all (a reader never sees it empty).
+        Exclusive on local disk (a temporary file hard-linked to the name, which fails if the
+        name exists; not fsynced: a claim need not survive a crash of the machine) and on S3
+        (a conditional put); elsewhere an existence check then a put.
         """
         path = self.join(rel)
         if not self.local:
             self._put_if_absent(path, data)
             return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        folder, name = posixpath.split(path)
+        tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
         try:
-            os.write(fd, data)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.link(tmp, path)
         finally:
-            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
 
     def _put_if_absent(self, path: str, data: bytes) -> None:
         # The check first: a server that ignores If-None-Match still refuses the common case.
@@ -198,6 +206,30 @@ def _fsync(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` of this host started (clock ticks since boot), or ``None`` when
+    that cannot be told (no such process, no ``/proc``). With the pid it names one process:
+    a pid reused by a later process has another start time."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            stat = f.read()
+        # Field 22 (starttime); the command name (field 2) may hold spaces and parentheses.
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def writer_alive(pid: int, started: int | None = None) -> bool:
+    """Whether the process ``pid`` of this host that started at ``started`` (see
+    :func:`process_start`; ``None``: unknown, the pid alone decides) still runs."""
+    if not pid_alive(pid):
+        return False
+    if started is None:
+        return True
+    now = process_start(pid)
+    return now is None or now == started
 
 
 def pid_alive(pid: int) -> bool:

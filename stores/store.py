@@ -7,12 +7,24 @@ Layout below the run's root::
     params/bNNNNNN.parquet   parameter fragment of a committed batch
     metrics/NAME.parquet     metric fragments
 
-Writing a batch: validate everything, claim the batch (an exclusive ``params/.bNNNNNN.claim``
-file, so two writers of one batch cannot both write its arrays), write and flush the arrays,
-then commit the parameter fragment (link-or-fail). A batch is visible only once its fragment
-is committed. Several processes may write different batches at once; the owner of the run
-(the loop driver) opens it with ``recover=True`` while no writer runs, which removes what
-killed writers left behind.
+Writing a batch: validate everything, claim the batch, write and flush the arrays, check the
+claim is still this writer's, then commit the parameter fragment (link-or-fail). A batch is
+visible only once its fragment is committed. Several processes may write different batches
+at once.
+
+Claims. A claim is a file ``params/.bNNNNNN.claim`` (generation 0) or ``.bNNNNNN-G.claim``
+(generation G), created exclusively and holding its writer's pid, host, process start time
+and a random token. The batch belongs to the writer of its highest generation. A retry takes
+over the batch of a writer that died on this host by creating the next generation: two
+retries cannot both create it, and nothing is deleted to take over. A writer removes only its
+own claim (after checking its token), deletes arrays only while it owns an uncommitted batch,
+and never deletes the arrays of a committed batch; the writer that commits removes the
+batch's claims. Claims of uncommitted batches are otherwise removed only by recovery.
+
+Recovery (``open(recover=True)``) removes what killed writers left behind: the arrays of
+uncommitted batches, their claims and stray temporary files. Only the run's owner runs it,
+holding the run lock (``loop.run.lock.RunLock``), so that no other writer runs meanwhile; even
+so it leaves alone a batch whose claim's writer is alive on this host.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import copy
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import uuid
@@ -34,7 +47,7 @@ from generators.space import ParamSpace
 from stores.dataset import DatasetView
 from stores.errors import StoreError
 from stores.images import IMAGE, MASK, ZARR_DIR, ImageArrays, check_stack
-from stores.location import Location, pid_alive
+from stores.location import Location, process_start, writer_alive
 from stores.runfile import RUNFILE, RunInfo, read_runfile, write_runfile
 from stores.tables import (
     METRIC_KEY_FIELDS, METRICS_DIR, PARAMS_DIR, SPLITS, build_metrics_table, build_params_table,
@@ -44,6 +57,34 @@ from stores.tables import (
 )
 
 logger = logging.getLogger(__name__)
+
+_CLAIM = re.compile(r"^\.b(\d+)(?:-(\d+))?\.claim$")
+
+
+def claim_name(batch: int, generation: int = 0) -> str:
+    """File name (in ``params/``) of generation ``generation`` of the claim of ``batch``."""
+    return f".b{batch:06d}.claim" if generation == 0 else f".b{batch:06d}-{generation}.claim"
+
+
+def parse_claim_name(name: str) -> tuple[int, int] | None:
+    """``(batch, generation)`` of a claim file name, else ``None``."""
+    match = _CLAIM.match(name)
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
+
+
+class _Claim:
+    """This writer's claim of a batch: the file's path and what it holds."""
+
+    def __init__(self, batch: int, generation: int):
+        self.batch = batch
+        self.generation = generation
+        self.rel = f"{PARAMS_DIR}/{claim_name(batch, generation)}"
+        self.token = uuid.uuid4().hex
+        self.record = {"pid": os.getpid(), "host": socket.gethostname(), "started": process_start(os.getpid()),
+                       "token": self.token}
+
+    def data(self) -> bytes:
+        return json.dumps(self.record).encode()
 
 
 class RunStore:
@@ -109,15 +150,24 @@ class RunStore:
 
     def _recover(self) -> None:
         committed = set(self.committed_batches())
-        partial = set(b for b in self._images.present() if b not in committed)
+        claims = self._claims()
+        live = {b for b, gens in claims.items()
+                if b not in committed and _holder_alive(self._read_claim(f"{PARAMS_DIR}/{gens[max(gens)]}"))}
+        for batch in sorted(live):
+            logger.warning("run %s: batch %d is claimed by a live writer (%s); recovery leaves it alone",
+                           self.uri, batch, self._claim_holder(batch, claims[batch]))
+        partial = set(b for b in self._images.present() if b not in committed and b not in live)
+        partial |= {b for b in claims if b not in committed and b not in live}
         stray = []
         for folder in (PARAMS_DIR, METRICS_DIR):
             for name in self._location.listdir(folder):
-                if name.startswith(".") and (name.endswith(".tmp") or name.endswith(".claim")):
+                if not name.startswith("."):
+                    continue
+                claimed = parse_claim_name(name) if folder == PARAMS_DIR else None
+                if claimed is not None and claimed[0] in live:
+                    continue
+                if name.endswith(".tmp") or name.endswith(".claim"):
                     stray.append(f"{folder}/{name}")
-                    batch = parse_params_fragment(name[1:-len(".claim")] + ".parquet") if name.endswith(".claim") else None
-                    if batch is not None and batch not in committed:
-                        partial.add(batch)
         for batch in sorted(partial):
             logger.warning("run %s: batch %d was not committed (a writer stopped mid-batch); "
                            "removing its partial data", self.uri, batch)
@@ -213,56 +263,144 @@ class RunStore:
         elif self.task == "segmentation":
             raise StoreError(f"{where}: masks: missing; a segmentation run stores a mask per image")
         if self.has_batch(batch):
-            raise StoreError(f"{where}: already committed")
+            raise self._already_committed(batch, table)
         self._check_new_ids(table["sample_id"].to_numpy(), where)
         data = to_parquet_bytes(table)
 
-        claim = f"{PARAMS_DIR}/.{params_fragment_name(batch)[:-len('.parquet')]}.claim"
-        token = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": uuid.uuid4().hex}).encode()
-        try:
-            self._location.create_exclusive(claim, token)
-        except FileExistsError:
-            if not self._take_over_stale_claim(claim, batch, token):
-                raise StoreError(f"{where}: another writer holds it ({self._location.url(claim)} exists; if that "
-                             "writer was killed, reopen the run with recover=True)") from None
+        claim = self._claim(batch)
         wrote = committed = False
         try:
             if self.has_batch(batch):  # committed by another writer between the check and the claim
-                raise StoreError(f"{where}: already committed")
+                raise self._already_committed(batch, table)
             wrote = True
             self._images.write(batch, arrays)
+            self._check_still_owner(claim)
             try:
                 self._location.commit_bytes(f"{PARAMS_DIR}/{params_fragment_name(batch)}", data)
             except FileExistsError:
-                raise StoreError(f"{where}: already committed by another writer") from None
+                raise self._already_committed(batch, table) from None
             committed = True
         finally:
-            if wrote and not committed:
-                self._images.delete(batch)
-            self._location.remove(claim)
+            if committed:
+                self._remove_claims(claim)
+            else:
+                self._give_up(claim, delete_arrays=wrote)
         with self._lock:
             self._fragments[batch] = table
 
-    def _take_over_stale_claim(self, claim: str, batch: int, token: bytes) -> bool:
-        """Take the claim of a writer that died on this host (its pid is gone); True on success.
+    def has_batch_of(self, batch: int, sample_ids: Sequence[int]) -> bool:
+        """Whether ``batch`` is committed holding exactly ``sample_ids`` (a writer's own earlier
+        attempt at it); ``False`` when it is not committed.
 
-        This is what lets a batch whose worker was killed be redone by a retry. Claims of
-        other hosts are never taken over: only the run owner's recovery removes those.
+        Raises :class:`StoreError` naming both when the batch is committed with other samples:
+        another writer took that batch number, and its batch is not this writer's.
         """
+        batch = _check_batch(batch)
+        if not self.has_batch(batch):
+            return False
+        theirs = self._read_params_fragment(batch)
+        wanted = [int(i) for i in sample_ids]
+        if theirs["sample_id"].to_pylist() == wanted:
+            return True
+        raise StoreError(f"batch {batch}: already committed by another writer ({_describe(theirs)}), "
+                         f"not the {_describe_ids(wanted)} this writer planned; is another process writing "
+                         f"run {self.uri}?")
+
+    def _already_committed(self, batch: int, mine: pa.Table) -> StoreError:
         try:
-            holder = json.loads(self._location.read_bytes(claim))
-        except (FileNotFoundError, ValueError):
-            return False
-        if holder.get("host") != socket.gethostname() or pid_alive(int(holder.get("pid", -1))):
-            return False
-        logger.warning("batch %d: taking over the claim of dead writer pid %s", batch, holder.get("pid"))
-        self._images.delete(batch)
-        self._location.remove(claim)
+            theirs = _describe(self._read_params_fragment(batch))
+        except StoreError as exc:
+            theirs = f"its fragment cannot be read: {exc}"
+        return StoreError(f"batch {batch}: already committed by another writer ({theirs}); this writer's "
+                          f"batch holds {_describe(mine)}; is another process writing run {self.uri}?")
+
+    # --- claims --------------------------------------------------------------------------------
+
+    def _claims(self, batch: int | None = None) -> dict[int, dict[int, str]]:
+        """Claim file names by batch and generation (only ``batch``'s when given)."""
+        found: dict[int, dict[int, str]] = {}
+        for name in self._location.listdir(PARAMS_DIR):
+            parsed = parse_claim_name(name)
+            if parsed is not None and (batch is None or parsed[0] == batch):
+                found.setdefault(parsed[0], {})[parsed[1]] = name
+        return found
+
+    def _read_claim(self, rel: str) -> dict[str, Any] | None:
+        """A claim's record; ``None`` when the file is gone; ``{}`` when it is not a claim record."""
         try:
-            self._location.create_exclusive(claim, token)
-        except FileExistsError:
+            record = json.loads(self._location.read_bytes(rel))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def _claim_holder(self, batch: int, generations: dict[int, str]) -> str:
+        record = self._read_claim(f"{PARAMS_DIR}/{generations[max(generations)]}") or {}
+        return f"pid {record.get('pid', '?')} on {record.get('host', '?')}, claim {generations[max(generations)]}"
+
+    def _claim(self, batch: int) -> _Claim:
+        """Claim ``batch``: generation 0, or the next one when the holder of the last died on this host."""
+        where = f"batch {batch}"
+        for _ in range(5):  # the claims may change under us: the holder finishes, another retry takes over
+            claim = _Claim(batch, 0)
+            try:
+                self._location.create_exclusive(claim.rel, claim.data())
+                return claim
+            except FileExistsError:
+                pass
+            generations = self._claims(batch).get(batch)
+            if not generations:
+                continue  # its holder finished meanwhile
+            top = max(generations)
+            holder = self._read_claim(f"{PARAMS_DIR}/{generations[top]}")
+            if holder is None:
+                continue
+            if not _holder_dead(holder):
+                who = (f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "an unreadable claim")
+                raise StoreError(f"{where}: another writer holds it ({who}: {self._location.url(PARAMS_DIR, generations[top])}); "
+                                 "if that writer was killed on another host, the run's owner must recover the run") from None
+            claim = _Claim(batch, top + 1)
+            try:
+                self._location.create_exclusive(claim.rel, claim.data())
+            except FileExistsError:
+                raise StoreError(f"{where}: another writer holds it (it took the batch over from dead writer pid "
+                                 f"{holder.get('pid')} first)") from None
+            logger.warning("batch %d: taking over the claim of dead writer pid %s", batch, holder.get("pid"))
+            return claim
+        raise StoreError(f"{where}: another writer holds it (its claim kept changing; several writers race for it)")
+
+    def _owns(self, claim: _Claim) -> bool:
+        """Whether ``claim`` is still this writer's and the batch's highest generation."""
+        record = self._read_claim(claim.rel)
+        if not record or record.get("token") != claim.token:
             return False
-        return True
+        return not self._location.exists(PARAMS_DIR, claim_name(claim.batch, claim.generation + 1))
+
+    def _check_still_owner(self, claim: _Claim) -> None:
+        if not self._owns(claim):
+            raise StoreError(f"batch {claim.batch}: this writer lost its claim ({self._location.url(claim.rel)}) "
+                             "while writing: another process removed or took it over; its arrays are left to "
+                             "the batch's owner")
+
+    def _give_up(self, claim: _Claim, *, delete_arrays: bool) -> None:
+        """After a failed write: delete the arrays if this writer still owns the uncommitted batch,
+        and remove its own claim (compare-and-delete: only if it still holds this writer's token)."""
+        owner = self._owns(claim)
+        if owner and delete_arrays and not self.has_batch(claim.batch):
+            self._images.delete(claim.batch)
+        record = self._read_claim(claim.rel)
+        if record and record.get("token") == claim.token:
+            self._location.remove(claim.rel)
+
+    def _remove_claims(self, claim: _Claim) -> None:
+        """After the commit: every claim of the batch is spent (a later writer sees it committed).
+
+        They are this writer's and those of the dead writers it took over from (the lower
+        generations); none above it exists, as this writer was alive all along.
+        """
+        for generation in range(claim.generation, -1, -1):
+            self._location.remove(f"{PARAMS_DIR}/{claim_name(claim.batch, generation)}")
 
     def _check_new_ids(self, ids: np.ndarray, where: str) -> None:
         known = self._params_with_rows()[0]["sample_id"].to_numpy()
@@ -428,3 +566,36 @@ def _filter_mask(table: pa.Table, split: str | None, cycles: list[int] | None) -
         in_cycles = pc.is_in(table["cycle"], value_set=pa.array([int(c) for c in cycles], pa.int32()))
         mask = in_cycles if mask is None else pc.and_(mask, in_cycles)
     return mask
+
+
+def _holder_alive(record: dict[str, Any] | None) -> bool:
+    """Whether a claim's writer runs on this host (a claim of another host counts as not alive here)."""
+    if not record or record.get("host") != socket.gethostname():
+        return False
+    try:
+        return writer_alive(int(record.get("pid", -1)), record.get("started"))
+    except (TypeError, ValueError):
+        return False
+
+
+def _holder_dead(record: dict[str, Any]) -> bool:
+    """Whether a claim's writer is known to be gone: a process of this host that no longer runs."""
+    return bool(record) and record.get("host") == socket.gethostname() and not _holder_alive(record)
+
+
+def _describe_ids(ids: Sequence[int]) -> str:
+    ids = list(ids)
+    if not ids:
+        return "no samples"
+    span = f"{ids[0]}" if len(ids) == 1 else f"{ids[0]}..{ids[-1]}"
+    return f"sample{'s' if len(ids) > 1 else ''} {span} ({len(ids)})"
+
+
+def _describe(table: pa.Table) -> str:
+    """What a batch holds, for messages: its samples, cycles and policies, and when it was made."""
+    cycles = sorted(set(table["cycle"].to_pylist()))
+    policies = sorted(set(table["policy"].to_pylist()))
+    text = (f"{_describe_ids(table['sample_id'].to_pylist())}, cycle {'/'.join(map(str, cycles))}, "
+            f"policy {'/'.join(policies)}")
+    created = table["created_at"][0].as_py() if table.num_rows else None
+    return text + (f", made {created:%Y-%m-%d %H:%M:%S} UTC" if created is not None else "")

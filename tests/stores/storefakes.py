@@ -93,3 +93,78 @@ def write_then_hang(uri: str, batch: int, per_batch: int, sentinel: str) -> None
 
     Location.commit_bytes = hang
     write_batches(uri, [batch], per_batch)
+
+
+def _wait_file(path: str, timeout: float = 120.0) -> None:
+    import os
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.01)
+
+
+def _record(result: str, outcome: dict[str, Any]) -> None:
+    import json
+    from pathlib import Path
+
+    tmp = Path(result + ".tmp")
+    tmp.write_text(json.dumps(outcome))
+    tmp.rename(result)
+
+
+def write_when_told(uri: str, batch: int, per_batch: int, rng_seed: int, reached: str, go: str, result: str) -> None:
+    """Write and flush a batch's arrays, signal ``reached``, wait for ``go``, then go on (check the
+    claim, commit); the outcome goes to
+    ``result`` (``{"ok": true}`` or ``{"error": message}``). Child-process entry."""
+    from pathlib import Path
+
+    from stores import RunStore, StoreError
+    from stores.location import Location
+
+    real = Location.sync_tree
+
+    def flush_then_wait(self: Location, rel: str) -> None:
+        real(self, rel)
+        if rel.startswith("images.zarr/"):
+            Path(reached).write_text("arrays written")
+            _wait_file(go)
+
+    Location.sync_tree = flush_then_wait
+    store = RunStore.open(uri)
+    try:
+        store.write_batch(batch, *make_batch(FakeGenerator(store.task), [batch * per_batch + i for i in range(per_batch)],
+                                             rng_seed=rng_seed))
+        _record(result, {"ok": True})
+    except StoreError as exc:
+        _record(result, {"error": str(exc)})
+
+
+def write_after_slow_claim_reads(uri: str, batch: int, per_batch: int, rng_seed: int, go: str, result: str,
+                                 delay: float) -> None:
+    """Wait for ``go``, then write a batch; every read of a claim file is followed by ``delay``
+    seconds (so two such writers both act on what they read before the other acts). Child entry."""
+    import time
+
+    from stores import RunStore, StoreError
+    from stores.location import Location
+
+    real = Location.read_bytes
+
+    def slow_read(self: Location, *parts: str) -> bytes:
+        data = real(self, *parts)
+        if parts and str(parts[-1]).endswith(".claim"):
+            time.sleep(delay)
+        return data
+
+    Location.read_bytes = slow_read
+    store = RunStore.open(uri)
+    rows = make_batch(FakeGenerator(store.task), [batch * per_batch + i for i in range(per_batch)], rng_seed=rng_seed)
+    _wait_file(go)
+    try:
+        store.write_batch(batch, *rows)
+        _record(result, {"ok": True})
+    except StoreError as exc:
+        _record(result, {"error": str(exc)})
