@@ -6,6 +6,11 @@ import click
 import numpy as np
 
 from loop.cli.options import generator_choice_help
+from loop.errors import InputError
+
+
+class ShowError(InputError):
+    """``loop show`` cannot write its contact sheet where asked."""
 
 
 @click.command()
@@ -21,14 +26,19 @@ from loop.cli.options import generator_choice_help
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or an embedded local Ray).")
 def generate(run: str, generator_name: str, n: int, size: int, seed: int, workers: int, split: str,
              batch_size: int, address: str | None) -> None:
-    """Draw N random parameter sets and write the rendered samples into RUN's store."""
+    """Draw N random parameter sets and write the rendered samples into RUN's store.
+
+    Holds RUN's lock while it writes: it fails at once while a driver (`loop start`/`loop resume`)
+    or another `loop generate` works on RUN.
+    """
     from rich.progress import Progress
 
     import generators
-    from loop.run.adding import add_random_samples
+    from loop.run.adding import add_random_samples, check_arguments
 
     generators.check_size(size)
-    generators.get_generator(generator_name)  # bad names and sizes fail before the progress bar shows
+    generators.get_generator(generator_name)  # bad input fails before the progress bar shows
+    check_arguments(n, seed=seed, split=split, batch_size=batch_size, workers=workers)
     with Progress(transient=False) as progress:
         task = progress.add_task(f"generating {generator_name} {size}px", total=n)
         store = add_random_samples(run, generator_name, n, size=size, seed=seed, split=split, batch_size=batch_size,
@@ -66,11 +76,18 @@ def show(run: str, n: int, out: str | None, split: str | None, seed: int) -> Non
         captions.append((row["sample_id"], {k: row[k] for k in names}, None if is_mask else target))
     png = render_contact_sheet(images, masks, captions)
     if out is None:
-        store.location.write_bytes("reports/contact_sheet.png", png)
         out = store.path("reports", "contact_sheet.png")
+        try:
+            store.location.write_bytes("reports/contact_sheet.png", png)
+        except OSError as exc:
+            raise ShowError(f"cannot write the contact sheet into run {run} ({out}: {exc.strerror or exc}); "
+                            "the run is read-only here: pass --out FILE") from None
     else:
-        with open(out, "wb") as fh:
-            fh.write(png)
+        try:
+            with open(out, "wb") as fh:
+                fh.write(png)
+        except OSError as exc:
+            raise ShowError(f"--out {out}: cannot write the contact sheet ({exc.strerror or exc})") from None
     click.echo(f"wrote {out} ({len(picks)} samples)")
 
 

@@ -1,7 +1,14 @@
-"""``loop generate``: random samples added to a run's store, outside the cycles."""
+"""``loop generate``: random samples added to a run's store, outside the cycles.
+
+``loop generate`` holds the run's lock (:class:`loop.run.lock.RunLock`) for its whole duration,
+as a driver does: it fails at once, naming the holder, while a driver or another ``generate``
+holds it, and only under the lock does it recover what killed writers left behind. So its
+batch numbers cannot collide with a driver's planned batches.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -10,23 +17,58 @@ import generators
 from loop.errors import InputError
 from loop.run.driver import policy_view
 from loop.run.generation import BatchPlan, next_ids, plan_batches, run_plans
+from loop.run.lock import LOCK_FILE, RunLock
 from loop.run.ray_session import ray_session
 from policies import get_policy
 from stores import RunStore, StoreError
+from stores.location import Location
+
+MADE_BY = "loop generate"
+"""``made_by`` in the config of a run that ``loop generate`` created."""
+LOCK_WHAT = "`loop generate`"
+SPLITS = ("train", "val")
 
 
-def open_or_create(run: str, generator: generators.Generator, config: dict[str, Any]) -> RunStore:
-    """The store of ``run``, made for ``generator`` when it does not exist yet."""
+class NotACycleRun(InputError):
+    """The run was made by ``loop generate``: it has samples but no cycles, journal or model."""
+
+
+def check_cycle_run(store: RunStore, run: str | None = None) -> None:
+    """Raise :class:`NotACycleRun` unless ``store`` is a run made by ``loop start`` (it has cycles).
+
+    For ``loop status`` and ``loop resume``, before they read the run's cycle config.
+    """
+    if "run" in store.config:
+        return
+    made_by = "`loop generate`" if store.config.get("made_by", MADE_BY) == MADE_BY else "another tool"
+    raise NotACycleRun(f"{run or store.uri} was made by {made_by}, it has no cycles; `loop show` and `loop query` "
+                       "read its samples, `loop generate` adds to it, `loop start --run NEW` makes a run with cycles")
+
+
+def open_or_create(run: str, generator: generators.Generator, config: dict[str, Any]) -> tuple[RunStore, bool]:
+    """The store of ``run`` (recovered: the caller holds the run lock), made for ``generator``
+    when it does not exist yet; and whether it was made now."""
     try:
         store = RunStore.open(run, recover=True)
     except StoreError:
         if RunStore.exists(run):
             raise
-        return RunStore.create(run, generator_name=generator.name, generator_version=generator.version,
-                               task=generator.task, space=generator.space, config=config)
+        store = RunStore.create(run, generator_name=generator.name, generator_version=generator.version,
+                                task=generator.task, space=generator.space, config=config)
+        return store, True
     if store.generator_name != generator.name:
         raise InputError(f"--generator {generator.name!r}: run {run} was made with generator {store.generator_name!r}")
-    return store
+    return store, False
+
+
+def check_arguments(n: int, *, seed: int, split: str, batch_size: int, workers: int) -> None:
+    """Raise :class:`InputError` (one line) on an argument ``loop generate`` cannot use, before
+    anything is written."""
+    for name, value, low in (("n", n, 1), ("seed", seed, 0), ("batch_size", batch_size, 1), ("workers", workers, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise InputError(f"--{name.replace('_', '-')}: expected an integer >= {low}, got {value!r}")
+    if split not in SPLITS:
+        raise InputError(f"--split: expected one of {', '.join(SPLITS)}, got {split!r}")
 
 
 def add_random_samples(run: str, generator_name: str, n: int, *, size: int, seed: int, split: str = "train",
@@ -36,11 +78,37 @@ def add_random_samples(run: str, generator_name: str, n: int, *, size: int, seed
 
     Sample ids and batches continue after the run's last ones, as a cycle's would. With
     ``workers > 1`` the batches render as Ray tasks (``address``, or an embedded local Ray).
-    Returns the store.
+    Holds the run lock throughout (:class:`loop.run.lock.RunLockedError`, naming the holder,
+    when another process holds it). A run this call made is removed again when it fails
+    before committing anything. Returns the store.
     """
     generator = generators.get_generator(generator_name)
     generators.check_size(size)
-    store = open_or_create(run, generator, {"seed": seed, "size": size})
+    check_arguments(n, seed=seed, split=split, batch_size=batch_size, workers=workers)
+    location = Location(run)
+    made_folder = location.local and not os.path.isdir(location.root)
+    if made_folder:
+        os.makedirs(location.root)  # the lock file lives in it
+    made_lock = not location.exists(LOCK_FILE)
+    created = False
+    try:
+        with RunLock(run, what=LOCK_WHAT):
+            store, created = open_or_create(run, generator, {"made_by": MADE_BY, "seed": seed, "size": size})
+            try:
+                _add(store, generator_name, n, size=size, seed=seed, split=split, batch_size=batch_size,
+                     workers=workers, address=address, on_done=on_done)
+            except BaseException:
+                if created and not store.committed_batches():
+                    _remove_new_run(location)
+                raise
+    finally:
+        if made_lock and not RunStore.exists(run):
+            _remove_made(location, made_folder)
+    return RunStore.open(location.uri)
+
+
+def _add(store: RunStore, generator_name: str, n: int, *, size: int, seed: int, split: str, batch_size: int,
+         workers: int, address: str | None, on_done: Callable[[BatchPlan], None] | None) -> None:
     first_id, first_batch = next_ids(store)
     proposals = get_policy("random").propose(policy_view(store, cycle=0), n, np.random.default_rng([seed, first_id]))
     plans = plan_batches(proposals=proposals, first_sample_id=first_id, first_batch=first_batch,
@@ -50,4 +118,23 @@ def add_random_samples(run: str, generator_name: str, n: int, *, size: int, seed
             run_plans(store.uri, generator_name, plans, workers=workers, on_done=on_done)
     else:
         run_plans(store.uri, generator_name, plans, workers=1, on_done=on_done)
-    return RunStore.open(store.uri)
+
+
+def _remove_new_run(location: Location) -> None:
+    """Undo :meth:`RunStore.create` of a run that got no batch: ``run.toml`` first (then it is no run)."""
+    from stores.runfile import RUNFILE
+
+    location.remove(RUNFILE)
+    for folder in ("images.zarr", "params", "metrics"):
+        location.remove_tree(folder)
+
+
+def _remove_made(location: Location, folder: bool) -> None:
+    """Remove the lock file this call made where no run came to be, and the folder it made
+    (when nothing else is in it)."""
+    location.remove(LOCK_FILE)
+    if folder:
+        try:
+            os.rmdir(location.root)
+        except OSError:
+            pass

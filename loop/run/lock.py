@@ -37,13 +37,18 @@ class RunLockedError(LoopError, RuntimeError):
 
 
 class RunLock:
-    """The lock of run ``run`` (a local directory, a ``file://`` URI or an fsspec URI); ``None``: no lock."""
+    """The lock of run ``run`` (a local directory, a ``file://`` URI or an fsspec URI); ``None``: no lock.
 
-    def __init__(self, run: str | None, lease_s: float = LEASE_S):
+    ``what`` says what the holder does (e.g. ``loop generate``); it follows ``pid N on HOST``
+    in the lock record, so that a refused process can tell who holds the run.
+    """
+
+    def __init__(self, run: str | None, lease_s: float = LEASE_S, what: str | None = None):
         self.path: Path | None = None
         self._lease: ObjectLease | None = None
+        self.what = what
         if run and "://" in run and not run.startswith("file://"):
-            self._lease = ObjectLease(run, lease_s)
+            self._lease = ObjectLease(run, lease_s, what=what)
         elif run:
             self.path = Path(run.removeprefix("file://")) / LOCK_FILE
         self._fh: IO[str] | None = None
@@ -65,7 +70,7 @@ class RunLock:
             raise RunLockedError(f"run {self.path.parent} is in use by {holder}; wait for it or stop it first") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}" + (f" ({self.what})" if self.what else ""))
         fh.flush()
         self._fh = fh
         return self
@@ -89,13 +94,14 @@ class RunLock:
 class ObjectLease:
     """A renewed lease on ``RUN/.lock`` of a run on an object store (see the module docstring)."""
 
-    def __init__(self, run: str, lease_s: float = LEASE_S):
+    def __init__(self, run: str, lease_s: float = LEASE_S, what: str | None = None):
         from stores.location import Location
 
         if not lease_s > 0:
             raise InputError(f"lease_s: expected a number of seconds > 0, got {lease_s!r}")
         self.run = run
         self.lease_s = float(lease_s)
+        self.what = what
         self._location = Location(run)
         self._token = uuid.uuid4().hex
         self._stop = threading.Event()
@@ -103,7 +109,8 @@ class ObjectLease:
 
     def _record(self) -> bytes:
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": self._token,
-                           "renewed": time.time(), "lease_s": self.lease_s}).encode()
+                           "renewed": time.time(), "lease_s": self.lease_s,
+                           **({"what": self.what} if self.what else {})}).encode()
 
     def holder(self) -> dict[str, Any] | None:
         """The current lease record, or ``None`` when nobody holds the lease."""
