@@ -6,6 +6,7 @@ import click
 
 from loop.cli.options import generator_choice_help
 from loop.cli.output import echo_json, fmt, say
+from loop.cli.progress import TrainProgressView, format_duration
 
 
 @click.command()
@@ -37,7 +38,8 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
                                   n_per_cycle=n_per_cycle, size=size)
     run = run or f"runs/{policy.split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
-    start_run(run, config, address=address, encoder_weights=encoder_weights, say=say)
+    with TrainProgressView(say=say) as view:
+        start_run(run, config, address=address, encoder_weights=encoder_weights, say=view.say, train_progress=view)
 
 
 @click.command()
@@ -48,7 +50,8 @@ def resume(run: str, cycles: int | None, address: str | None) -> None:
     """Go on with RUN after a crash or a kill, or add cycles with --cycles."""
     from loop.run.lifecycle import resume_run
 
-    resume_run(run, cycles, address=address, say=say)
+    with TrainProgressView(say=say) as view:
+        resume_run(run, cycles, address=address, say=view.say, train_progress=view)
 
 
 @click.command()
@@ -65,7 +68,8 @@ def status(run: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{info['run']} — {info['generator']}, policy {info['policy']}, preset {info['preset']}")
+    state = info["state"] + (f" (lock held by {info['lock_holder']})" if info["lock_holder"] else "")
+    table = Table(title=f"{info['run']} — {info['generator']}, policy {info['policy']}, preset {info['preset']}: {state}")
     for column in ("cycle", "state", "samples", "val miou", "val error", "real miou", "real error", "s gen/train/eval"):
         table.add_column(column, no_wrap=column != "samples")
     for c in info["cycles"]:
@@ -75,6 +79,19 @@ def status(run: str, as_json: bool) -> None:
             fmt(val.get("miou")), fmt(val.get("error")), fmt(real.get("miou")), fmt(real.get("error")),
             "/".join(fmt(wall.get(k), ".0f") for k in ("generated", "trained", "evaluated")),
         )
-    Console(width=max(100, Console().width)).print(table)
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    for c in info["cycles"]:
+        if c["state"] != "done" and "train_progress" in c:
+            console.print(_training_line(c), markup=False, highlight=False)
 
 
+def _training_line(cycle: dict) -> str:
+    """The latest training progress of an unfinished cycle, in one line."""
+    import time
+
+    record = cycle["train_progress"]
+    return (f"cycle {cycle['cycle']} {cycle['state']}, training: "
+            f"stage {record['stage'] + 1}/{record['stages']} {record['stage_name']}, epoch {record['epoch'] + 1}/{record['epochs']}, loss {record['loss']:.4f}, "
+            f"{100 * record['fraction']:.0f}%, ETA {format_duration(record['eta_s'])} "
+            f"({format_duration(time.time() - record['time'])} ago)")

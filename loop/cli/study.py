@@ -38,7 +38,10 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
     from loop.study.compare import compare
     from loop.study.report import write_report
 
-    progress = (lambda line: None) if as_json else say
+    from loop.cli.progress import TrainProgressView
+
+    view = TrainProgressView(as_json=as_json, say=say)
+    progress = (lambda line: None) if as_json else view.say
     if report_only:
         given = dict(policies=policies, seeds=seeds, preset=preset, cycles=cycles, generator=generator_name,
                      real_dir=real_dir, n_train=n_train, n_val=n_val, n_per_cycle=n_per_cycle, size=size)
@@ -47,10 +50,11 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
             raise click.UsageError(f"--report re-renders OUT as it is; it takes no settings (got --{named[0].replace('_', '-')})")
         result = write_report(out, say=progress)
     else:
-        result = compare(out, dict(policies=policies, seeds=seeds, preset=preset, cycles=cycles,
-                                   generator=generator_name, real_dir=real_dir, n_train=n_train, n_val=n_val,
-                                   n_per_cycle=n_per_cycle, size=size),
-                         address=address, parallel=parallel, say=progress)
+        with view:
+            result = compare(out, dict(policies=policies, seeds=seeds, preset=preset, cycles=cycles,
+                                       generator=generator_name, real_dir=real_dir, n_train=n_train, n_val=n_val,
+                                       n_per_cycle=n_per_cycle, size=size),
+                             address=address, parallel=parallel, say=progress, train_progress=view)
     if as_json:
         from loop.study.report import json_ready
 

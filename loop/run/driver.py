@@ -6,6 +6,11 @@ table and the validation metrics of cycle k-1), renders them, fine-tunes cycle k
 and scores again. Every step first looks in the journal: a step that finished is skipped, a
 step that did not is redone from what it fixed before dispatch (the batch plans are journaled
 before any batch is rendered), so a run killed anywhere and resumed ends with the same data.
+
+While a model trains, the trainer's progress events (:func:`loop.train.fit.train`) go to the
+caller's ``train_progress`` sink as they come and to the journal as ``train_progress`` events
+(every epoch end, mid-epoch ones at most every :data:`JOURNAL_PROGRESS_S`). Those are a record
+for ``loop status``; nothing that resumes a run looks at them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,23 @@ from loop.config.run import RunConfig
 from policies import PolicyView, Proposal, get_policy
 
 Progress = Callable[[str], None]
+TrainProgress = Callable[[dict[str, Any]], None]
+"""Takes a training progress record: :data:`TRAIN_PROGRESS_FIELDS` and ``cycle``."""
+
+TRAIN_PROGRESS_FIELDS = ("kind", "stage", "stages", "stage_name", "epoch", "epochs", "step", "steps", "loss",
+                         "images_per_s", "elapsed_s", "eta_s", "fraction")
+"""The fields of a trainer progress event that the driver passes on and journals."""
+JOURNAL_PROGRESS_S = 30.0
+"""Mid-epoch progress goes to the journal at most once per this many seconds (epoch ends always)."""
+
+
+def train_progress_record(cycle: int, event: dict[str, Any]) -> dict[str, Any]:
+    """The record of a trainer progress ``event`` in cycle ``cycle``: its :data:`TRAIN_PROGRESS_FIELDS`, rounded."""
+    record: dict[str, Any] = {"cycle": cycle}
+    for key in TRAIN_PROGRESS_FIELDS:
+        value = event.get(key)
+        record[key] = round(value, 5 if key in ("loss", "fraction") else 2) if isinstance(value, float) else value
+    return record
 
 
 def _plan_to_json(plan: BatchPlan) -> dict[str, Any]:
@@ -55,7 +77,8 @@ class CycleDriver:
     """
 
     def __init__(self, store: Any, journal: Journal, config: RunConfig, preset: Preset, *, trainer: Any,
-                 evaluator: Any, workers: int, remote: bool = True, say: Progress = print):
+                 evaluator: Any, workers: int, remote: bool = True, say: Progress = print,
+                 train_progress: TrainProgress | None = None):
         self.store = store
         self.journal = journal
         self.config = config
@@ -65,6 +88,7 @@ class CycleDriver:
         self.workers = workers
         self.remote = remote
         self.say = say
+        self.train_progress = train_progress
         self.generator = get_generator(config.generator)
 
     # --- the loop ---------------------------------------------------------------------------
@@ -147,8 +171,26 @@ class CycleDriver:
         train_cfg = dataclasses.replace(self.preset.train, seed=int(np.random.SeedSequence(
             [self.config.seed, cycle]).generate_state(1)[0]))
         self.say(f"  train: {'fine-tune from cycle ' + str(cycle - 1) if init else 'from scratch'} ({self.preset.name})")
-        result = self._call(self.trainer.train, {"run": self.store.uri, "select": select},
-                            train_cfg.to_dict(), self.preset.model.to_dict(), init, out)
+        args = ({"run": self.store.uri, "select": select}, train_cfg.to_dict(), self.preset.model.to_dict(), init, out)
+        journaled = -JOURNAL_PROGRESS_S
+
+        def on_event(event: dict[str, Any]) -> None:
+            nonlocal journaled
+            record = train_progress_record(cycle, event)
+            if record["kind"] == "epoch" or time.monotonic() - journaled >= JOURNAL_PROGRESS_S:
+                journaled = time.monotonic()
+                self.journal.append("train_progress", **record)
+            if self.train_progress is not None:
+                self.train_progress(record)
+
+        if self.remote:
+            from loop.run.trainer_actor import follow_training
+
+            result = follow_training(self.trainer, args, on_event)
+        else:  # in-process: the events come when training is over
+            result = self.trainer.train(*args)
+            for event in self.trainer.progress():
+                on_event(event)
         self.journal.append("trained", cycle=cycle, checkpoint=checkpoint_name(cycle), digest=result["digest"],
                             loss=result["epoch_losses"][-1], images_per_s=result["images_per_s"],
                             n_samples=result["n_samples"], wall_s=time.time() - started)

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 
 from generators import get_generator
 from loop.config.training import ConfigError, ModelConfig, Preset, TrainConfig, get_preset
-from loop.run.driver import CycleDriver
+from loop.run.driver import CycleDriver, TrainProgress
 from loop.run.journal import Journal
 from loop.run.names import JOURNAL
 from loop.run.lock import RunLock
@@ -45,8 +45,12 @@ def resolved_preset(config: RunConfig, encoder_weights: str | None = None) -> Pr
 
 
 def start_run(run: str, config: RunConfig, *, address: str | None = None, encoder_weights: str | None = None,
-              say: Callable[[str], None] = print) -> None:
-    """Create run ``run`` with ``config`` and run all its cycles."""
+              say: Callable[[str], None] = print, train_progress: TrainProgress | None = None) -> None:
+    """Create run ``run`` with ``config`` and run all its cycles.
+
+    ``say`` gets the progress lines; ``train_progress`` gets the training progress records
+    while a model trains (see :class:`loop.run.driver.CycleDriver`).
+    """
     from stores import RunStore
 
     check_run_config(config)
@@ -57,12 +61,15 @@ def start_run(run: str, config: RunConfig, *, address: str | None = None, encode
     store = RunStore.create(run, generator_name=generator.name, generator_version=generator.version,
                             task=generator.task, space=generator.space,
                             config={"run": config.to_dict(), **preset.to_dict()})
-    _drive(store.uri, config.cycles, address, say, started=True)
+    _drive(store.uri, config.cycles, address, say, train_progress, started=True)
 
 
 def resume_run(run: str, cycles: int | None = None, *, address: str | None = None,
-               say: Callable[[str], None] = print) -> None:
-    """Go on with run ``run`` after a crash or a kill, or add cycles (``cycles`` = new total)."""
+               say: Callable[[str], None] = print, train_progress: TrainProgress | None = None) -> None:
+    """Go on with run ``run`` after a crash or a kill, or add cycles (``cycles`` = new total).
+
+    ``say`` and ``train_progress`` as for :func:`start_run`.
+    """
     from stores import RunStore
 
     store = RunStore.open(run)
@@ -76,10 +83,11 @@ def resume_run(run: str, cycles: int | None = None, *, address: str | None = Non
         cycles = target
     elif cycles < target:
         raise RunError(f"--cycles {cycles}: the run already aims at {target} cycles; expected at least {target}")
-    _drive(store.uri, cycles, address, say, started=False)
+    _drive(store.uri, cycles, address, say, train_progress, started=False)
 
 
-def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None], *, started: bool) -> None:
+def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None],
+           train_progress: TrainProgress | None, *, started: bool) -> None:
     from stores import RunStore
 
     with RunLock(run):
@@ -92,7 +100,7 @@ def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None
         journal.append("started" if started else "resumed", cycles=cycles, pid=os.getpid())
         with ray_session(address), _actors() as (trainer, evaluator, workers):
             driver = CycleDriver(store, journal, config, preset, trainer=trainer, evaluator=evaluator,
-                                 workers=config.workers or workers, say=say)
+                                 workers=config.workers or workers, say=say, train_progress=train_progress)
             driver.run(cycles)
         journal.append("finished", cycles=cycles)
         say(f"run {run}: cycles 0..{cycles} done")
@@ -141,7 +149,15 @@ def _cycles_done(journal: Journal) -> list[int]:
 
 
 def run_status(run: str) -> dict[str, Any]:
-    """Where run ``run`` is: per cycle, samples by policy, validation and real scores, wall time per stage."""
+    """Where run ``run`` is: per cycle, samples by policy, validation and real scores, wall time per stage.
+
+    A cycle's ``state``: ``done``, ``pending`` (not begun: no journal event, no sample), or, when
+    begun and unfinished, ``running`` while a live process holds the run lock (``lock_holder``, see
+    :meth:`loop.run.lock.RunLock.holder`) and ``interrupted`` when none does (the driver is gone:
+    ``loop resume`` goes on with it). An unfinished cycle that has trained a while carries its
+    latest ``train_progress`` record (the journaled event, with its ``time``). The run's own
+    ``state``: ``running``, ``finished`` (every cycle done) or ``interrupted``.
+    """
     from stores import RunStore
 
     store = RunStore.open(run)
@@ -150,6 +166,8 @@ def run_status(run: str) -> dict[str, Any]:
     config = run_config_from(store.config["run"])
     params = store.params()
     target = _target_cycles(journal, config)
+    holder = RunLock(store.uri).holder()
+    unfinished = "running" if holder else "interrupted"
     cycles = []
     for cycle in range(target + 1):
         rows = params.filter(pc.equal(params["cycle"], cycle))
@@ -158,9 +176,11 @@ def run_status(run: str) -> dict[str, Any]:
             key = "val" if split == "val" else policy
             by_policy[key] = by_policy.get(key, 0) + 1
         entry: dict[str, Any] = {"cycle": cycle, "samples": by_policy, "wall_s": {}}
+        begun = bool(by_policy)
         for event in events:
             if event.get("cycle") != cycle:
                 continue
+            begun = True  # planned at least
             kind = event["event"]
             if kind in ("generated", "trained", "evaluated", "real_evaluated", "cycle_done"):
                 entry["wall_s"][kind] = round(float(event["wall_s"]), 2)
@@ -168,8 +188,14 @@ def run_status(run: str) -> dict[str, Any]:
                 entry["val"] = event["summary"]
             if kind == "real_evaluated":
                 entry["real"] = {k: v for k, v in event["summary"].items() if not k.endswith("_std")}
-        entry["state"] = "done" if "cycle_done" in entry["wall_s"] else ("running" if entry["wall_s"] or by_policy else "pending")
+            if kind == "train_progress":
+                entry["train_progress"] = {k: v for k, v in event.items() if k not in ("event", "cycle")}
+        entry["state"] = "done" if "cycle_done" in entry["wall_s"] else (unfinished if begun else "pending")
+        if entry["state"] == "done":
+            entry.pop("train_progress", None)
         cycles.append(entry)
+    all_done = all(c["state"] == "done" for c in cycles)
     return {"run": store.uri, "generator": store.generator_name, "policy": config.policy, "preset": config.preset,
             "target_cycles": target, "cycles": cycles,
+            "state": "running" if holder else ("finished" if all_done else "interrupted"), "lock_holder": holder,
             "finished": bool(events) and events[-1]["event"] == "finished"}

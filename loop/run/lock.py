@@ -90,6 +90,38 @@ class RunLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+    def holder(self) -> str | None:
+        """Who holds this lock now, e.g. ``pid 123 on host``; ``None`` when no live process does.
+
+        Takes nothing: a local lock is probed with a shared ``flock`` taken and dropped at once
+        (the OS drops a dead holder's lock, whatever ``.lock`` still says), an object-store
+        lease is live unless abandoned (see :class:`ObjectLease`). The probe of a local lock
+        lasts microseconds; a driver starting at that very moment is refused and can retry.
+        """
+        if self._lease is not None:
+            try:
+                record = self._lease.holder()
+            except RunLockedError:  # not a lease loop wrote: who holds it cannot be told
+                return "an unknown holder (RUN/.lock is not a loop lease)"
+            if record is None or self._lease.abandoned(record):
+                return None
+            return f"pid {record['pid']} on {record['host']}"
+        if self._fh is not None:  # this very lock object holds it
+            return f"pid {os.getpid()} on {socket.gethostname()}"
+        if self.path is None:
+            return None
+        try:
+            fh = open(self.path, encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return fh.read().strip() or "another process"
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return None
+
 
 class ObjectLease:
     """A renewed lease on ``RUN/.lock`` of a run on an object store (see the module docstring)."""
@@ -147,13 +179,20 @@ class ObjectLease:
         self._thread = threading.Thread(target=self._renew, name="run-lease", daemon=True)
         self._thread.start()
 
-    def _check_abandoned(self, holder: dict[str, Any]) -> None:
+    def abandoned(self, holder: dict[str, Any]) -> bool:
+        """Whether lease record ``holder`` is abandoned: not renewed for its ``lease_s``, or its
+        holder was a process of this host that is gone."""
         age = time.time() - float(holder["renewed"])
         lease_s = float(holder.get("lease_s", self.lease_s))  # the holder's own lease length
         if holder["host"] == socket.gethostname() and not pid_alive(int(holder["pid"])):
+            return True
+        return age > lease_s
+
+    def _check_abandoned(self, holder: dict[str, Any]) -> None:
+        if self.abandoned(holder):
             return
-        if age > lease_s:
-            return
+        age = time.time() - float(holder["renewed"])
+        lease_s = float(holder.get("lease_s", self.lease_s))
         raise RunLockedError(
             f"run {self.run} is in use by pid {holder['pid']} on {holder['host']} (lease renewed "
             f"{max(age, 0):.0f} s ago); wait for it or stop it first. If that driver is gone, its "

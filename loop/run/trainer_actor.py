@@ -10,12 +10,19 @@ pass another (e.g. :func:`loop.bench.train.synthetic_view`) to use the trainer o
                                         train_cfg.to_dict(), model_cfg.to_dict(), init, out))
 
 :class:`Trainer` is the same class without Ray, for use in-process.
+
+Progress: while ``train`` runs, its progress events (see :func:`loop.train.fit.train`) pile up
+in the trainer, and :meth:`Trainer.progress` hands over those not yet taken. The actor is
+threaded (``max_concurrency=2``) so that a ``progress`` call runs beside a long ``train`` call;
+the driver polls it (:func:`follow_training`). Training calls still run one at a time.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import threading
 from typing import Any, Callable, Mapping
 
 import ray
@@ -26,6 +33,11 @@ from loop.train.fit import train
 from loop.errors import InputError
 
 log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 2.0
+"""Mid-epoch progress events: at most one per this many seconds (an epoch-end event always)."""
+PROGRESS_BACKLOG = 10_000
+"""Events kept for :meth:`Trainer.progress` when nobody takes them; older ones are dropped."""
 
 
 def open_store_view(spec: Mapping[str, Any]) -> Any:
@@ -50,6 +62,8 @@ def trainer_actor_options(cluster_resources: Mapping[str, float]) -> dict[str, A
 
 
 def _log_progress(event: dict[str, Any]) -> None:
+    if event.get("kind", "epoch") != "epoch":
+        return
     log.info(
         "train stage %d epoch %d/%d @%dpx: loss %.4f, %.1f images/s, data wait %.0f%%",
         event["stage"], event["epoch"] + 1, event["epochs"], event["size"], event["loss"],
@@ -71,6 +85,8 @@ class Trainer:
             num_threads = len(os.sched_getaffinity(0))
         if num_threads:
             torch.set_num_threads(int(num_threads))
+        self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=PROGRESS_BACKLOG)
+        self._training = threading.Lock()  # one training call at a time, even on a threaded actor
 
     def device(self) -> str:
         """The device this trainer trains on ("cuda" or "cpu")."""
@@ -83,13 +99,54 @@ class Trainer:
         model_cfg_dict: Mapping[str, Any],
         init: str | None = None,
         out: str | None = None,
+        progress_every_s: float | None = PROGRESS_EVERY_S,
     ) -> dict[str, Any]:
-        """Train on the view ``view_spec`` resolves to; return :meth:`TrainResult.to_dict` (checkpoint at ``out``)."""
+        """Train on the view ``view_spec`` resolves to; return :meth:`TrainResult.to_dict` (checkpoint at ``out``).
+
+        Progress events (epoch ends, and mid-epoch ones every ``progress_every_s`` seconds or
+        none if ``None``) are logged and kept for :meth:`progress`; those of an earlier call
+        that nobody took are dropped when this one starts.
+        """
         cfg = TrainConfig.from_dict(cfg_dict)
         model_cfg = ModelConfig.from_dict(model_cfg_dict)
-        view = self.resolve(view_spec)
-        result = train(view, cfg, model_cfg, init=init, out=out, progress=_log_progress)
+        with self._training:
+            self._events.clear()
+            view = self.resolve(view_spec)
+            result = train(view, cfg, model_cfg, init=init, out=out, progress=self._keep,
+                           progress_every_s=progress_every_s)
         return result.to_dict()
 
+    def _keep(self, event: dict[str, Any]) -> None:
+        _log_progress(event)
+        self._events.append(event)
 
-TrainerActor = ray.remote(Trainer)
+    def progress(self) -> list[dict[str, Any]]:
+        """The progress events of the running (or last) training call not taken yet, oldest first."""
+        taken = []
+        while True:
+            try:
+                taken.append(self._events.popleft())
+            except IndexError:
+                return taken
+
+
+TrainerActor = ray.remote(max_concurrency=2)(Trainer)
+""":class:`Trainer` as a threaded Ray actor: ``progress`` answers while ``train`` runs."""
+
+
+def follow_training(actor: Any, args: tuple[Any, ...], on_event: Callable[[dict[str, Any]], None], *,
+                    poll_s: float = 1.0) -> dict[str, Any]:
+    """Call ``actor.train.remote(*args)`` and return its result, handing each progress event to
+    ``on_event`` (in the caller's thread) while it runs, about every ``poll_s`` seconds.
+
+    ``actor`` is a :data:`TrainerActor` handle. Every event of the call reaches ``on_event``
+    before this returns; an error of ``train`` is raised here, as by ``ray.get``.
+    """
+    ref = actor.train.remote(*args)
+    while True:
+        ready, _ = ray.wait([ref], timeout=poll_s)
+        # Events are taken after the wait, so once training is done the last take has them all.
+        for event in ray.get(actor.progress.remote()):
+            on_event(event)
+        if ready:
+            return ray.get(ref)

@@ -116,7 +116,8 @@ def _finished(run: str, cycles: int) -> bool:
     return set(range(cycles + 1)) <= done
 
 
-def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | None, say: Say) -> str:
+def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | None, say: Say,
+               train_progress: Callable[[dict[str, Any]], None] | None = None) -> str:
     """Bring ``run`` to cycle ``config.cycles``: skip it, resume it, or start (or fork from ``base``) it.
     Returns what was done: ``"skipped"``, ``"resumed"``, ``"started"`` or ``"forked"``."""
     from loop.run.fork import fork_run
@@ -132,21 +133,25 @@ def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | 
             say("done already, skipped")
             return "skipped"
         target = status["target_cycles"]
-        resume_run(run, None if target >= config.cycles else config.cycles, address=address, say=say)
+        resume_run(run, None if target >= config.cycles else config.cycles, address=address, say=say,
+                   train_progress=train_progress)
         return "resumed"
     if base is None:
-        start_run(run, config, address=address, say=say)
+        start_run(run, config, address=address, say=say, train_progress=train_progress)
         return "started"
     fork_run(base, run, policy=config.policy, cycles=config.cycles, say=say)
-    resume_run(run, address=address, say=say)
+    resume_run(run, address=address, say=say, train_progress=train_progress)
     return "forked"
 
 
 def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, parallel: int | None = None,
-            say: Say = print) -> dict[str, Any]:
+            say: Say = print,
+            train_progress: Callable[[dict[str, Any], str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) the comparison in ``out`` and write its report; returns the report's data.
 
     ``given`` holds the :class:`CompareConfig` fields the caller set (``None`` = not set).
+    ``train_progress(record, label)`` gets the training progress records of every run
+    (:data:`loop.run.driver.TrainProgress`), ``label`` naming the run (``seed 1/3 random``).
     Raises :class:`CompareError` when some runs failed (the report still covers the rest).
     """
     from loop.run.ray_session import cluster_resources, ray_session
@@ -176,7 +181,9 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
             nonlocal done
             tell = lambda line: say(f"[{label}] {line}")  # noqa: E731
             tell(f"{run}")
-            what = _drive_run(run, config.run_config(seed, policy), base=base, address=address, say=tell)
+            sink = None if train_progress is None else (lambda record: train_progress(record, label))
+            what = _drive_run(run, config.run_config(seed, policy), base=base, address=address, say=tell,
+                              train_progress=sink)
             with lock:
                 done += 1
                 count = done

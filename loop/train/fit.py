@@ -231,19 +231,20 @@ class _Reporter:
     does not change what is trained.
     """
 
-    def __init__(self, callback: ProgressCallback, every: int | None, stages: tuple[Stage, ...], n: int,
+    def __init__(self, callback: ProgressCallback, every_s: float | None, stages: tuple[Stage, ...], n: int,
                  t_start: float):
         self.callback = callback
-        self.every = every
+        self.every_s = every_s
         self.stages = stages
         self.n = n
         self.t_start = t_start
+        self.last = t_start  # when the last event was sent
         self.total = sum(s.epochs * _epoch_work(s, n) for s in stages)
         self.done = 0.0  # work of the finished epochs
 
     def due(self, step: int, steps: int) -> bool:
-        """Whether a mid-epoch event is due after ``step`` of ``steps`` optimiser steps."""
-        return bool(self.every) and step % self.every == 0 and step < steps
+        """Whether a mid-epoch event is due after ``step`` of ``steps`` optimiser steps (a clock read, no sync)."""
+        return self.every_s is not None and step < steps and time.perf_counter() - self.last >= self.every_s
 
     def emit(self, *, kind: str, stage_index: int, epoch: int, step: int, steps: int, loss: float, lr: float,
              images: int, wait: float, seconds: float, loop_s: float) -> None:
@@ -254,12 +255,13 @@ class _Reporter:
         if kind == "epoch":
             self.done += epoch_work
         eta = (self.total - done) * loop_s / done if done > 0 and loop_s > 0 else None
+        self.last = time.perf_counter()
         self.callback({
             "kind": kind, "stage": stage_index, "stages": len(self.stages), "stage_name": stage_name(stage),
             "size": stage.size, "freeze_encoder": stage.freeze_encoder, "epoch": epoch, "epochs": stage.epochs,
             "step": step, "steps": steps, "loss": loss, "lr": lr,
             "images_per_s": images / max(seconds, 1e-9), "data_wait_fraction": wait / max(seconds, 1e-9),
-            "elapsed_s": time.perf_counter() - self.t_start, "eta_s": eta,
+            "elapsed_s": self.last - self.t_start, "eta_s": eta,
             "fraction": min(done / self.total, 1.0) if self.total else 1.0,
         })
 
@@ -361,27 +363,28 @@ def train(
     out: str | None = None,
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
-    progress_every: int | None = None,
+    progress_every_s: float | None = None,
 ) -> TrainResult:
     """Train a model on ``view`` with ``cfg``'s schedule; fine-tune from checkpoint ``init`` if given.
 
     Writes the trained weights to checkpoint ``out`` when given (meta: ``model``, ``train``,
     ``input``, ``init``, ``n_samples``, ``sample_ids_sha256``, ``result``).
 
-    ``progress`` is called at the end of every epoch with an event dict, and also every
-    ``progress_every`` optimiser steps within an epoch when that is given (``kind`` tells them
-    apart); it runs in the training thread, so it should be quick. Fields: ``kind`` ("epoch"
-    or "batch"), ``stage`` (index), ``stages`` (count), ``stage_name`` (e.g. ``head @128px``),
-    ``size``, ``freeze_encoder``, ``epoch`` (0-based, in the stage), ``epochs`` (of the stage),
+    ``progress`` is called at the end of every epoch with an event dict and, when
+    ``progress_every_s`` is given, also after any optimiser step within an epoch that comes at
+    least that many seconds after the last event (``kind`` tells them apart; a mid-epoch event
+    costs one device sync for its loss). It runs in the training thread, so it should be
+    quick. Fields: ``kind`` ("epoch" or "batch"), ``stage`` (index), ``stages`` (count),
+    ``stage_name`` (e.g. ``head @128px``), ``size``, ``freeze_encoder``, ``epoch`` (0-based, in the stage), ``epochs`` (of the stage),
     ``step``/``steps`` (optimiser steps done in this epoch / per epoch), ``loss`` (mean over
     the epoch's steps so far), ``lr``, ``images_per_s`` and ``data_wait_fraction`` (this epoch
     so far), ``elapsed_s`` (since this call began), ``eta_s`` (to the end of the whole
     schedule, estimated from the work left at the rate so far; see :class:`_Reporter`) and
     ``fraction`` (of the schedule's work done). Reporting does not change the trained weights.
     """
-    if progress_every is not None and (isinstance(progress_every, bool) or not isinstance(progress_every, int)
-                                       or progress_every < 1):
-        raise TrainError(f"progress_every: expected an integer >= 1 or None, got {progress_every!r}")
+    if progress_every_s is not None and (isinstance(progress_every_s, bool)
+                                         or not isinstance(progress_every_s, (int, float)) or not progress_every_s >= 0):
+        raise TrainError(f"progress_every_s: expected a number of seconds >= 0 or None, got {progress_every_s!r}")
     t_start = time.perf_counter()
     if len(view) == 0:
         raise TrainError("view: expected at least one sample, got an empty view")
@@ -397,7 +400,7 @@ def train(
     loss_fn = build_loss(model_cfg.task, cfg)
     precision = Precision(dev, cfg.amp)
     stats = _Stats()
-    reporter = None if progress is None else _Reporter(progress, progress_every, tuple(cfg.stages), len(view), t_start)
+    reporter = None if progress is None else _Reporter(progress, progress_every_s, tuple(cfg.stages), len(view), t_start)
     with _determinism(cfg.deterministic, dev.type == "cuda"):
         for i, stage in enumerate(cfg.stages):
             loader = make_loader(view, model_cfg.task, stage, cfg, dev, stage_generator(cfg.seed, i),

@@ -83,3 +83,65 @@ def test_debug_shows_the_traceback(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "loop.cli", "--debug", "show", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def _unfinished_run(tmp_path) -> str:
+    """A run whose journal stops in cycle 0's training, its driver gone (nobody holds the lock)."""
+    from generators import get_generator
+    from loop.config.run import RunConfig
+    from loop.run.journal import Journal
+
+    gen = get_generator("grains")
+    run = str(tmp_path / "run")
+    config = RunConfig.for_preset("smoke", cycles=1)
+    RunStore.create(run, generator_name=gen.name, generator_version=gen.version, task=gen.task, space=gen.space,
+                    config={"run": config.to_dict()})
+    journal = Journal(str(tmp_path / "run" / "journal.jsonl"))
+    journal.append("started", cycles=1, pid=999999999)
+    journal.append("generated", cycle=0, samples=18, wall_s=1.0)
+    journal.append("train_progress", cycle=0, kind="batch", stage=1, stages=2, stage_name="all @64px", epoch=2,
+                   epochs=5, step=3, steps=8, loss=0.4321, images_per_s=12.5, elapsed_s=40.0, eta_s=95.0,
+                   fraction=0.55)
+    (tmp_path / "run" / ".lock").write_text("pid 999999999 on elsewhere")
+    return run
+
+
+def test_status_says_interrupted_with_the_latest_training_progress(tmp_path) -> None:
+    run = _unfinished_run(tmp_path)
+    result = invoke("status", run, "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["state"] == "interrupted" and info["lock_holder"] is None
+    assert [c["state"] for c in info["cycles"]] == ["interrupted", "pending"]
+    assert info["cycles"][0]["train_progress"]["epoch"] == 2 and info["cycles"][0]["train_progress"]["eta_s"] == 95
+
+    result = invoke("status", run)
+    assert result.exit_code == 0, result.output
+    assert "smoke: interrupted" in result.output and "│ interrupted │" in result.output
+    assert "cycle 0 interrupted, training: stage 2/2 all @64px, epoch 3/5, loss 0.4321, 55%, ETA 1m35s" in result.output
+
+
+def test_training_progress_off_a_terminal_is_plain_lines_at_most_every_few_seconds(capsys) -> None:
+    from loop.cli.progress import TrainProgressView
+
+    first = dict(cycle=1, kind="batch", stage=0, stages=2, stage_name="head @64px", epoch=0, epochs=1, step=1,
+                 steps=4, loss=0.8, images_per_s=10.0, elapsed_s=1.0, eta_s=9.0, fraction=0.1)
+    middle = dict(first, kind="epoch", step=4, fraction=0.4, eta_s=6.0)
+    last = dict(middle, stage=1, stage_name="all @64px", fraction=1.0, eta_s=0.0)
+    with TrainProgressView(every_s=60) as view:
+        assert not view.live  # pytest's stdout is no terminal
+        for record in (first, middle, last):
+            view(record)
+        view.say("evaluate: ...")
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert len(lines) == 3 and not out.err  # the middle one came too soon after the first
+    assert lines[0].endswith("train c1 stage 1/2 head @64px epoch 1/1 step 1/4: loss 0.8000, 10.0 img/s, "
+                             "10% done, ETA 9s")
+    assert lines[1].endswith("train c1 stage 2/2 all @64px epoch 1/1: loss 0.8000, 10.0 img/s, 100% done, ETA 0s")
+    assert lines[2].endswith("] evaluate: ...")
+    # With --json, stdout is for the JSON: progress goes to stderr.
+    with TrainProgressView(as_json=True, every_s=0) as view:
+        view(first, "seed 1/2 random")
+    out = capsys.readouterr()
+    assert not out.out and "[seed 1/2 random]   train c1 stage 1/2" in out.err

@@ -1,4 +1,5 @@
-"""The loop end to end on the smoke preset: start, status, resume, kill -9 and resume, the lock."""
+"""The loop end to end on the smoke preset: start, status, resume, kill -9 and resume, the lock,
+training progress."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from loop.run.journal import Journal
 from loop.run.lock import RunLock
 from loop.config.run import RunConfig
 from loop.run.lifecycle import RunError, resume_run, run_status, start_run
@@ -35,11 +37,24 @@ def param_rows(run: str) -> list[dict]:
 def test_start_status_and_resume_more_cycles(ray_local, tmp_path) -> None:
     run = str(tmp_path / "run")
     lines: list[str] = []
-    start_run(run, small_config(cycles=1), say=lines.append)
+    records: list[dict] = []
+    start_run(run, small_config(cycles=1), say=lines.append, train_progress=records.append)
     assert any("cycle 1/1" in line for line in lines)
+
+    # Training progress: one record per epoch of each cycle's schedule (2 stages of 1 epoch in
+    # smoke), mid-epoch ones maybe in between, all journaled as they came.
+    epochs = [(r["cycle"], r["stage"], r["epoch"]) for r in records if r["kind"] == "epoch"]
+    assert epochs == [(0, 0, 0), (0, 1, 0), (1, 0, 0), (1, 1, 0)]
+    for r in records:
+        assert {"stage_name", "epochs", "loss", "images_per_s", "elapsed_s", "eta_s", "fraction"} <= set(r)
+    assert records[-1]["fraction"] == 1 and records[-1]["eta_s"] == 0
+    journaled = [e for e in Journal(str(Path(run) / "journal.jsonl")).events() if e["event"] == "train_progress"]
+    assert [(e["cycle"], e["stage"], e["epoch"]) for e in journaled if e["kind"] == "epoch"] == epochs
 
     info = run_status(run)
     assert [c["state"] for c in info["cycles"]] == ["done", "done"]
+    assert info["state"] == "finished" and info["lock_holder"] is None
+    assert not any("train_progress" in c for c in info["cycles"])  # only unfinished cycles carry it
     assert info["cycles"][0]["samples"] == {"val": 10, "random": 8}
     assert info["cycles"][1]["samples"] == {"worst:k=0.1,m=10,radius=0.05": 6}
     assert 0 <= info["cycles"][1]["val"]["miou"] <= 1
@@ -62,7 +77,7 @@ def test_start_status_and_resume_more_cycles(ray_local, tmp_path) -> None:
         resume_run(run)
     with pytest.raises(RunError, match="--cycles 0: the run already aims at 1 cycles"):
         resume_run(run, cycles=0)
-    resume_run(run, cycles=2, say=lines.append)
+    resume_run(run, cycles=2, say=lines.append)  # replays a journal full of train_progress events
     assert [c["state"] for c in run_status(run)["cycles"]] == ["done"] * 3
     assert len(param_rows(run)) == 10 + 8 + 6 + 6
 
@@ -94,12 +109,58 @@ def test_second_driver_on_the_same_run_is_refused(ray_local, tmp_path) -> None:
     assert (tmp_path / "run" / "journal.jsonl").read_text() == before
 
 
+def _unfinished_run(tmp_path) -> str:
+    """A run whose journal stops in cycle 0's training, as a killed driver leaves it."""
+    from generators import get_generator
+
+    gen = get_generator("grains")
+    run = str(tmp_path / "run")
+    config = small_config(cycles=1)
+    RunStore.create(run, generator_name=gen.name, generator_version=gen.version, task=gen.task, space=gen.space,
+                    config={"run": config.to_dict()})
+    journal = Journal(str(Path(run) / "journal.jsonl"))
+    journal.append("started", cycles=1, pid=os.getpid())
+    journal.append("generated", cycle=0, samples=18, wall_s=1.0)
+    journal.append("train_progress", cycle=0, kind="epoch", stage=0, stages=2, stage_name="head @64px", epoch=0,
+                   epochs=1, step=2, steps=2, loss=0.9, images_per_s=10.0, elapsed_s=1.5, eta_s=2.0, fraction=0.4)
+    return run
+
+
+def test_status_tells_an_interrupted_cycle_from_a_running_one(tmp_path) -> None:
+    run = _unfinished_run(tmp_path)
+    # The driver is gone: .lock still names it, but nobody holds the lock and its pid is dead.
+    (Path(run) / ".lock").write_text("pid 999999999 on somewhere")
+    info = run_status(run)
+    assert info["state"] == "interrupted" and info["lock_holder"] is None
+    assert [c["state"] for c in info["cycles"]] == ["interrupted", "pending"]
+    assert info["cycles"][0]["train_progress"]["fraction"] == 0.4 and "time" in info["cycles"][0]["train_progress"]
+
+    # A live process holds the lock: the cycle is running.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from loop.run.lock import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+                               "print('held', flush=True); time.sleep(600)", run],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        info = run_status(run)
+        assert info["state"] == "running" and info["lock_holder"].startswith(f"pid {holder.pid} on ")
+        assert [c["state"] for c in info["cycles"]] == ["running", "pending"]
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed (-9): the OS dropped its lock, so the cycle is interrupted again.
+    assert [c["state"] for c in run_status(run)["cycles"]] == ["interrupted", "pending"]
+    with RunLock(run):
+        assert run_status(run)["state"] == "running"
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "loop.cli", *args]
 
 
-def _start_and_kill(run: str, after_event: str, cycle: int) -> None:
-    """Start a run in its own process group and SIGKILL the whole group once ``after_event`` is journaled."""
+def _start_and_kill(run: str, after_event: str, cycle: int, before_kill=lambda: None) -> None:
+    """Start a run in its own process group and SIGKILL the whole group once ``after_event`` is journaled
+    (``before_kill()`` is called just before)."""
     args = _cli("start", "--run", run, "--policy", "worst10", "--preset", "smoke", "--cycles", "1",
                 *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items() if k != "batch_size"])
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -113,6 +174,7 @@ def _start_and_kill(run: str, after_event: str, cycle: int) -> None:
                 break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before the kill point"
+    before_kill()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
@@ -125,13 +187,22 @@ def reference_run(ray_local, tmp_path_factory) -> str:
     return run
 
 
-@pytest.mark.parametrize(("after_event", "cycle"), [("generated", 0), ("trained", 0), ("planned", 1)])
+@pytest.mark.parametrize(("after_event", "cycle"), [("generated", 0), ("train_progress", 0), ("trained", 0),
+                                                    ("planned", 1)])
 def test_kill_9_then_resume_gives_the_uninterrupted_run(reference_run, tmp_path, after_event, cycle) -> None:
     reference = reference_run
     killed = str(tmp_path / "killed")
-    _start_and_kill(killed, after_event, cycle)
+    seen = []
+    _start_and_kill(killed, after_event, cycle, before_kill=lambda: seen.append(run_status(killed)))
     assert not any(e.get("event") == "finished" for e in map(json.loads, Path(killed, "journal.jsonl").read_text().splitlines()))
-    resume_run(killed)
+    # While its driver lived the run was running; killed, it is interrupted.
+    assert seen[0]["state"] == "running" and seen[0]["lock_holder"]
+    after = run_status(killed)
+    assert after["state"] == "interrupted" and after["lock_holder"] is None
+    assert after["cycles"][cycle]["state"] == "interrupted"
+    if after_event == "train_progress":  # killed in training: the status shows how far it got
+        assert seen[0]["cycles"][0]["state"] == "running" and "train_progress" in after["cycles"][0]
+    resume_run(killed)  # past the train_progress events of the killed driver
 
     got, want = param_rows(killed), param_rows(reference)
     assert [r["sample_id"] for r in got] == [r["sample_id"] for r in want]

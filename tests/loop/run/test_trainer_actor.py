@@ -8,7 +8,7 @@ import pytest
 from loop.bench.train import synthetic_view
 from loop.train.checkpoints import load_checkpoint
 from loop.config.training import get_preset
-from loop.run.trainer_actor import Trainer, TrainerActor, open_store_view, trainer_actor_options
+from loop.run.trainer_actor import Trainer, TrainerActor, follow_training, open_store_view, trainer_actor_options
 
 SMOKE = get_preset("smoke")
 SPEC = {"task": "segmentation", "n": 8, "size": 64, "seed": 0}
@@ -40,6 +40,10 @@ def test_in_process_trainer_resolves_the_spec(tmp_path):
     _, meta = load_checkpoint(out)
     assert meta["result"]["epoch_losses"] == result["epoch_losses"] and result["digest"]
     assert trainer.device() == "cpu"
+    # The progress events of the call wait to be taken, once.
+    events = trainer.progress()
+    assert [(e["stage"], e["epoch"]) for e in events if e["kind"] == "epoch"] == [(0, 0), (1, 0)]
+    assert trainer.progress() == []
 
 
 def test_actor_trains_through_ray(ray_local, tmp_path):
@@ -49,11 +53,24 @@ def test_actor_trains_through_ray(ray_local, tmp_path):
     )
     try:
         out = str(tmp_path / "ray.pt")
-        result = ray.get(actor.train.remote(SPEC, SMOKE.train.to_dict(), SMOKE.model.to_dict(), None, out), timeout=300)
+        # A progress event after every step: the actor answers `progress` while `train` runs.
+        ref = actor.train.remote(SPEC, SMOKE.train.to_dict(), SMOKE.model.to_dict(), None, out, 0.0)
+        during, events = [], []
+        while not ray.wait([ref], timeout=0.05)[0]:
+            taken = ray.get(actor.progress.remote(), timeout=60)
+            events += taken
+            during += taken if not ray.wait([ref], timeout=0)[0] else []
+        result = ray.get(ref)
+        events += ray.get(actor.progress.remote())
+        assert during, "no progress event came while training ran"
+        assert [e["kind"] for e in events] == ["batch", "epoch"] * 2
         first = result["step_losses"][0]
-        again = ray.get(actor.train.remote(SPEC, SMOKE.train.to_dict(), SMOKE.model.to_dict(), out, None), timeout=300)
+        seen = []
+        again = follow_training(actor, (SPEC, SMOKE.train.to_dict(), SMOKE.model.to_dict(), out, None), seen.append,
+                                poll_s=0.1)
     finally:
         ray.kill(actor)
+    assert [(e["stage"], e["epoch"]) for e in seen if e["kind"] == "epoch"] == [(0, 0), (1, 0)]
     assert result["out"] == out and np.isfinite(result["epoch_losses"]).all()
     state, meta = load_checkpoint(out)
     assert meta["model"] == SMOKE.model.to_dict() and state

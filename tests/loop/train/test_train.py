@@ -89,7 +89,7 @@ def test_progress_events_per_epoch_and_the_weights_unchanged(grains):
     epochs, everything = [], []
     watched = train(view, cfg, SMOKE.model, device="cpu", progress=epochs.append).model.state_dict()
     batched = train(view, cfg, SMOKE.model, device="cpu", progress=everything.append,
-                    progress_every=1).model.state_dict()
+                    progress_every_s=0).model.state_dict()
     for other in (watched, batched):  # reporting changes no weight, to the byte
         assert all(plain[k].numpy().tobytes() == other[k].numpy().tobytes() for k in plain)
 
@@ -105,8 +105,8 @@ def test_progress_events_per_epoch_and_the_weights_unchanged(grains):
     # Mid-epoch events come before each epoch's own, never in its place.
     assert [(e["kind"], e["step"]) for e in everything[:2]] == [("batch", 1), ("epoch", 2)]
     assert [e for e in everything if e["kind"] == "epoch"] != [] and len(everything) == 6
-    with pytest.raises(TrainError, match="progress_every"):
-        train(view, cfg, SMOKE.model, device="cpu", progress=print, progress_every=0)
+    with pytest.raises(TrainError, match="progress_every_s"):
+        train(view, cfg, SMOKE.model, device="cpu", progress=print, progress_every_s=-1)
 
 
 def test_batches_do_not_depend_on_the_number_of_loader_workers(grains):
