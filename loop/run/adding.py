@@ -2,8 +2,10 @@
 
 ``loop generate`` holds the run's lock (:class:`loop.run.lock.RunLock`) for its whole duration,
 as a driver does: it fails at once, naming the holder, while a driver or another ``generate``
-holds it, and only under the lock does it recover what killed writers left behind. So its
-batch numbers cannot collide with a driver's planned batches.
+holds it, and only under the lock does it recover what killed writers left behind. Its
+sample ids and batch numbers continue after the run's committed ones and after every batch a
+driver has planned (journaled), so a driver killed mid-cycle and resumed later still finds
+its planned batch numbers and sample ids free.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import generators
 from loop.errors import InputError
 from loop.run.driver import policy_view
 from loop.run.generation import BatchPlan, next_ids, plan_batches, run_plans
+from loop.run.journal import Journal
 from loop.run.lock import LOCK_FILE, RunLock
+from loop.run.names import JOURNAL
 from loop.run.ray_session import ray_session
 from policies import get_policy
 from stores import RunStore, StoreError
@@ -110,6 +114,8 @@ def add_random_samples(run: str, generator_name: str, n: int, *, size: int, seed
 def _add(store: RunStore, generator_name: str, n: int, *, size: int, seed: int, split: str, batch_size: int,
          workers: int, address: str | None, on_done: Callable[[BatchPlan], None] | None) -> None:
     first_id, first_batch = next_ids(store)
+    planned_id, planned_batch = after_planned(store)
+    first_id, first_batch = max(first_id, planned_id), max(first_batch, planned_batch)
     proposals = get_policy("random").propose(policy_view(store, cycle=0), n, np.random.default_rng([seed, first_id]))
     plans = plan_batches(proposals=proposals, first_sample_id=first_id, first_batch=first_batch,
                          batch_size=batch_size, seed=seed, cycle=0, split=split, size=size)
@@ -118,6 +124,19 @@ def _add(store: RunStore, generator_name: str, n: int, *, size: int, seed: int, 
             run_plans(store.uri, generator_name, plans, workers=workers, on_done=on_done)
     else:
         run_plans(store.uri, generator_name, plans, workers=1, on_done=on_done)
+
+
+def after_planned(store: RunStore) -> tuple[int, int]:
+    """The first sample id and batch number after every batch a driver journaled as planned,
+    committed or not (0, 0 when the run has no journal)."""
+    last_id = last_batch = -1
+    for event in Journal(store.path(JOURNAL)).events():
+        if event.get("event") != "planned":
+            continue
+        for plan in event.get("plans", []):
+            last_batch = max(last_batch, int(plan["batch"]))
+            last_id = max(last_id, *(int(i) for i in plan["sample_ids"]))
+    return last_id + 1, last_batch + 1
 
 
 def _remove_new_run(location: Location) -> None:

@@ -209,3 +209,33 @@ def test_status_and_resume_on_a_run_made_by_generate(tmp_path, command) -> None:
                                      "and `loop query` read its samples, `loop generate` adds to it, "
                                      "`loop start --run NEW` makes a run with cycles")
     assert np.isfinite(len(RunStore.open(run).params()))
+
+
+def test_generate_leaves_the_batches_a_killed_driver_planned_free(tmp_path) -> None:
+    """Issue 15 item 1a, the other order: a driver planned cycle 1 and was killed; `generate` runs
+    in between (the lock is free); the resumed driver must still find its planned batches free."""
+    from loop.run.generation import BatchPlan, run_plans
+    from loop.run.journal import Journal
+
+    run = str(tmp_path / "run")
+    assert loop_cli("generate", run, "--n", "4", "--size", "64", "--batch-size", "4").returncode == 0
+    store = RunStore.open(run)
+    proposals = [dict(r) for r in store.params().select(store.space.names).to_pylist()]
+    plans = [BatchPlan(batch=1 + b, cycle=1, split="train", size=64, sample_ids=tuple(range(4 + 2 * b, 6 + 2 * b)),
+                       seeds=(11, 12), params=tuple(proposals[:2]), parent_ids=(0, 1), policies=("worst", "worst"))
+             for b in range(2)]
+    import dataclasses
+
+    Journal(store.path("journal.jsonl")).append("planned", cycle=1, plans=[dataclasses.asdict(p) for p in plans])
+
+    assert loop_cli("generate", run, "--n", "4", "--size", "64", "--batch-size", "4").returncode == 0
+    table = RunStore.open(run).params()
+    assert RunStore.open(run).committed_batches() == [0, 3]
+    assert table["sample_id"].to_pylist() == [0, 1, 2, 3, 8, 9, 10, 11]
+
+    run_plans(run, "grains", plans)  # the resumed driver writes what it planned
+    store = RunStore.open(run)
+    assert store.committed_batches() == [0, 1, 2, 3]
+    for plan in plans:
+        assert store.has_batch_of(plan.batch, plan.sample_ids)
+    assert_samples_verify(run, 12)
