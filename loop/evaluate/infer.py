@@ -9,11 +9,23 @@ Inference runs where the model's weights are (``device=None``), and never moves 
 model: a ``device`` that differs from the weights' is an error.
 
 Tiled inference (:func:`predict_image`) cuts a large image into ``tile``×``tile`` tiles that
-overlap by ``overlap`` pixels and stitches them by *centre cropping*: every output pixel
-comes from the tile in which it lies farthest from a cut edge, i.e. at least
-``overlap // 2`` pixels inside it. A model whose receptive field reaches no farther
-than ``overlap // 2`` pixels gives exactly the whole-image result; for a U-Net the cut
-edges are kept out of the output, which is what matters for seams.
+overlap by at least ``overlap`` pixels and *blends* them: each tile's logits are weighted
+by a separable window and the weighted sum is divided by the summed weights, so the map
+has no seams at tile borders. Along each axis a tile's weight is 1 except where it
+overlaps a neighbour; across an overlap of ``L`` pixels it is
+
+* ``BLEND_FLOOR`` (practically 0) in the ``L // 4`` pixels next to its own cut edge,
+  which see the tile's padding rather than the image,
+* a raised-cosine (Hann) ramp, ``cos²`` going out and ``sin²`` coming in, over the
+  middle ``L - 2 (L // 4)`` pixels, where the two tiles' weights sum to 1,
+* 1 in the quarter next to the neighbour's cut edge.
+
+Sides on the image border are not tapered. The weight never reaches exactly zero, so
+the normalisation is defined in any layout. A model whose receptive field reaches no
+farther than ``overlap // 4`` pixels gives the whole-image result (up to
+``BLEND_FLOOR`` times the tiles' disagreement); for a U-Net, whose receptive field is
+larger than any tile, the tiles' small disagreements are faded out over the ramp
+instead of meeting at a cut.
 """
 
 from __future__ import annotations
@@ -31,6 +43,9 @@ from loop.train.device import resolve_device
 
 DIVISOR = 32
 """U-Net encoders downsample five times: inputs must have sides divisible by 32."""
+
+BLEND_FLOOR = 1e-6
+"""Smallest tile weight in tiled inference: near a tile's cut edge, instead of 0."""
 
 
 def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
@@ -199,13 +214,37 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
-def _owned_ranges(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
-    """For each tile, the output interval it writes: cut halfway through each overlap."""
-    cuts = [0]
-    for a, b in zip(starts[:-1], starts[1:]):
-        cuts.append((b + a + tile) // 2)
-    cuts.append(length)
-    return list(zip(cuts[:-1], cuts[1:]))
+def _ramp(n: int) -> np.ndarray:
+    """``n`` samples of a raised-cosine rise from 0 to 1, at pixel centres: ``sin²(π/2 · (i + ½) / n)``."""
+    return np.sin(0.5 * np.pi * (np.arange(n) + 0.5) / n) ** 2
+
+
+def blend_weights(starts: list[int], tile: int) -> list[np.ndarray]:
+    """Per-axis blending windows (float64, length ``tile``) of tiles at ``starts`` (see the module docstring).
+
+    Across the overlap ``L`` of two neighbouring tiles, the ``L // 4`` pixels next to
+    each tile's cut edge get :data:`BLEND_FLOOR`, and over the remaining middle
+    pixels the left tile's weight falls as ``cos²`` while the right tile's rises as
+    ``sin²``: the two sum to 1 there. Sides without a neighbour keep weight 1.
+    """
+    windows = []
+    for k, s in enumerate(starts):
+        w = np.ones(tile, dtype=np.float64)
+        if k > 0:                                    # rise across the overlap with the previous tile
+            overlap = starts[k - 1] + tile - s
+            margin = overlap // 4
+            ramp = overlap - 2 * margin
+            w[:margin] = 0.0
+            w[margin:margin + ramp] *= _ramp(ramp)
+        if k + 1 < len(starts):                      # fall across the overlap with the next tile
+            first = starts[k + 1] - s
+            overlap = tile - first
+            margin = overlap // 4
+            ramp = overlap - 2 * margin
+            w[first + margin:first + margin + ramp] *= _ramp(ramp)[::-1]
+            w[first + margin + ramp:] = 0.0
+        windows.append(np.maximum(w, BLEND_FLOOR))
+    return windows
 
 
 def check_tiling(tile: int, overlap: int) -> None:
@@ -243,20 +282,28 @@ def predict_image_logits(
     ph, pw = padded.shape
     th, tw = min(tile, ph), min(tile, pw)
     rows, cols = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
-    row_own, col_own = _owned_ranges(rows, th, ph), _owned_ranges(cols, tw, pw)
-    jobs = [(r, c, ro, co) for r, ro in zip(rows, row_own) for c, co in zip(cols, col_own)]
+    row_w, col_w = blend_weights(rows, th), blend_weights(cols, tw)
+    jobs = [(r, c, wr, wc) for r, wr in zip(rows, row_w) for c, wc in zip(cols, col_w)]
+    # The windows are separable, so their sum over all tiles is the outer product of the per-axis sums.
+    row_sum, col_sum = np.zeros(ph), np.zeros(pw)
+    for r, wr in zip(rows, row_w):
+        row_sum[r:r + th] += wr
+    for c, wc in zip(cols, col_w):
+        col_sum[c:c + tw] += wc
 
     dev = model_device(model, device)
     channels = input_channels(model)
-    out = np.empty((ph, pw), dtype=np.float32)
+    acc = np.zeros((ph, pw), dtype=np.float64)
     with eval_mode(model):
         for i in range(0, len(jobs), batch_size):
             chunk = jobs[i:i + batch_size]
             tiles = np.stack([padded[r:r + th, c:c + tw] for r, c, _, _ in chunk])
             logits = _segmentation_logits(model(images_to_tensor(tiles, channels).to(dev))).cpu().numpy()
-            for (r, c, (r0, r1), (c0, c1)), z in zip(chunk, logits):
-                out[r0:r1, c0:c1] = z[r0 - r:r1 - r, c0 - c:c1 - c]
-    return out[:h, :w]
+            for (r, c, wr, wc), z in zip(chunk, logits):
+                acc[r:r + th, c:c + tw] += np.outer(wr, wc) * z
+    acc /= row_sum[:, None]
+    acc /= col_sum[None, :]
+    return acc[:h, :w].astype(np.float32)
 
 
 def predict_image(
@@ -270,8 +317,9 @@ def predict_image(
     """Boundary probabilities float32 H×W for one grey uint8 image of any size.
 
     The image is padded by reflection to multiples of 32, cut into ``tile``×``tile``
-    tiles overlapping by ``overlap`` pixels (a side shorter than ``tile`` is one tile of
-    the padded side), run ``batch_size`` tiles at a time and stitched by centre cropping
-    (see the module docstring), then cropped back to H×W.
+    tiles overlapping by at least ``overlap`` pixels (a side shorter than ``tile`` is one
+    tile of the padded side), run ``batch_size`` tiles at a time and blended with
+    raised-cosine weights normalised by their sum (see the module docstring), then
+    cropped back to H×W. The logits are blended; the probabilities are their sigmoid.
     """
     return sigmoid(predict_image_logits(model, image_uint8, tile, overlap, device, batch_size))

@@ -149,7 +149,8 @@ def grain_labels(boundary: np.ndarray, min_area: int = DEFAULT_MIN_GRAIN_AREA) -
     Grains are the 4-connected components of the non-boundary region; components smaller
     than ``min_area`` pixels are dropped (label 0, like the boundary). Grains cut by the
     image border count like any other. Returns an int32 label image with grains numbered
-    1..n in scan order.
+    1..n in scan order. A gap in a boundary joins two grains here; for closed grains see
+    :func:`loop.evaluate.grains.closed_grains`.
     """
     if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 1:
         raise EvaluationError(f"min_area: expected an integer >= 1 pixel, got {min_area!r}")

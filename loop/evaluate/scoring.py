@@ -5,14 +5,24 @@ sample, keyed by ``sample_id``); :func:`evaluate_real` is the paper's test on re
 (§3.2.3), with tiled inference so any image size works; :func:`render_overlay` draws a
 prediction over its image for a person to look at (matplotlib's Agg canvas, no pyplot, so
 no global backend state is touched).
+
+On real grain images the grain columns describe *closed* grains
+(:func:`loop.evaluate.grains.closed_grains`: a seeded watershed, so a small gap in a
+predicted boundary does not merge two grains) and add the ASTM E112 statistics of
+:data:`REAL_GRAIN_KEYS`; on views (synthetic, scored every cycle) the grain counts are
+the cheaper connected components of :func:`loop.evaluate.metrics.segmentation_metrics`.
+A pixel size for E112's grains/mm² and G comes from ``pixel_size_um`` or from the
+folder's :data:`PIXEL_SIZE_FILE`.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections import deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +35,7 @@ from skimage.transform import resize
 from torch import nn
 
 from generators.base import TASKS
-from loop.evaluate import infer
+from loop.evaluate import grains, infer
 from loop.evaluate.metrics import (
     CLASSIFICATION_KEYS,
     DEFAULT_MIN_GRAIN_AREA,
@@ -35,15 +45,34 @@ from loop.evaluate.metrics import (
     as_binary_mask,
     binary_cross_entropy,
     classification_metrics_batch,
+    grain_count_rel_error,
+    grain_size_distance,
     segmentation_metrics,
 )
-from loop.evaluate.real import RealFolder
+from loop.evaluate.real import RealDataError, RealFolder
 
 DEFAULT_THRESHOLD = 0.5
 """Boundary probability at or above which a pixel is predicted boundary."""
 
 SEGMENTATION_COLUMNS = ("loss",) + SEGMENTATION_KEYS
 """Metric columns of a segmentation table (``loss`` = mean per-pixel BCE in nats)."""
+
+REAL_GRAIN_KEYS = (
+    "mean_grain_area_pred", "mean_grain_area_true", "mean_grain_area_rel_error",
+    "mean_intercept_pred", "mean_intercept_true", "mean_intercept_rel_error",
+    "grains_per_mm2_pred", "grains_per_mm2_true", "astm_g_pred", "astm_g_true", "astm_g_abs_error",
+)
+"""Grain statistics added to a real segmentation table (:mod:`loop.evaluate.grains`, closed grains):
+ASTM E112 mean grain area (px²), mean lineal intercept over a grid of test lines (px), each
+from the prediction, the truth and their relative error; grains per mm² at 1x and the
+E112 grain-size number G (with ``|G_pred − G_true|``), NaN where the pixel size is unknown."""
+
+REAL_SEGMENTATION_COLUMNS = SEGMENTATION_COLUMNS + REAL_GRAIN_KEYS
+"""Metric columns of a real segmentation table."""
+
+PIXEL_SIZE_FILE = "pixel_size_um.json"
+"""Optional file in a real folder: the pixel size in µm, one number for every image or
+``{"NAME": µm, ...}`` per image (images left out have none), e.g. ``{"nist_steel_optical": 0.2252}``."""
 
 
 def _metric_schema(columns: Sequence[str], leading: Sequence[tuple[str, pa.DataType]]) -> pa.Schema:
@@ -105,6 +134,62 @@ def _segmentation_row(logits: np.ndarray, true: np.ndarray, threshold: float, to
     row = {"loss": binary_cross_entropy(logits, true)}
     row.update(segmentation_metrics(pred, true, tol=tol, min_grain_area=min_grain_area))
     return row
+
+
+def _real_grain_row(logits: np.ndarray, true: np.ndarray, threshold: float,
+                    pixel_size_um: float | None) -> dict[str, float]:
+    """Closed-grain columns of a real image: counts and size distance, and :data:`REAL_GRAIN_KEYS`."""
+    labels_p = grains.closed_grains(infer.sigmoid(logits), threshold)
+    labels_t = grains.closed_grains(true)
+    p = grains.label_statistics(labels_p, pixel_size_um)
+    t = grains.label_statistics(labels_t, pixel_size_um)
+    return {
+        "grain_count_pred": float(p.count),
+        "grain_count_true": float(t.count),
+        "grain_count_rel_error": grain_count_rel_error(p.count, t.count),
+        "grain_size_distance": grain_size_distance(grains.label_areas(labels_p), grains.label_areas(labels_t)),
+        "mean_grain_area_pred": p.mean_area,
+        "mean_grain_area_true": t.mean_area,
+        "mean_grain_area_rel_error": grains.relative_error(p.mean_area, t.mean_area),
+        "mean_intercept_pred": p.mean_intercept,
+        "mean_intercept_true": t.mean_intercept,
+        "mean_intercept_rel_error": grains.relative_error(p.mean_intercept, t.mean_intercept),
+        "grains_per_mm2_pred": p.grains_per_mm2,
+        "grains_per_mm2_true": t.grains_per_mm2,
+        "astm_g_pred": p.astm_g,
+        "astm_g_true": t.astm_g,
+        "astm_g_abs_error": abs(p.astm_g - t.astm_g),
+    }
+
+
+def pixel_sizes(folder: RealFolder, pixel_size_um: float | Mapping[str, float] | None = None) -> dict[str, float]:
+    """Pixel size in µm of each image of ``folder`` that has one.
+
+    ``pixel_size_um`` is one size for every image or a mapping from image name to size;
+    ``None`` reads the folder's :data:`PIXEL_SIZE_FILE` when there is one. A name that is
+    not an image of the folder, or a size that is not a positive number, is an error.
+    """
+    source = "pixel_size_um"
+    if pixel_size_um is None:
+        path = folder.root / PIXEL_SIZE_FILE
+        if not path.is_file():
+            return {}
+        source = str(path)
+        try:
+            pixel_size_um = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise RealDataError(f"{path}: cannot be read as JSON ({exc})") from exc
+    if isinstance(pixel_size_um, Mapping):
+        sizes = dict(pixel_size_um)
+        unknown = sorted(set(sizes) - set(folder.names), key=str)
+        if unknown:
+            raise RealDataError(f"{source}: {unknown[0]!r} is not an image of {folder.root}")
+    else:
+        sizes = {name: pixel_size_um for name in folder.names}
+    for name, size in sizes.items():
+        if isinstance(size, bool) or not isinstance(size, (int, float)) or not 0 < size < math.inf:
+            raise RealDataError(f"{source}: pixel size of {name!r}: expected a positive number of µm, got {size!r}")
+    return {name: float(size) for name, size in sizes.items()}
 
 
 def evaluate_view(
@@ -265,6 +350,7 @@ def evaluate_real(
     min_grain_area: int = DEFAULT_MIN_GRAIN_AREA,
     class_size: int | None = None,
     overlay_dir: str | Path | None = None,
+    pixel_size_um: float | Mapping[str, float] | None = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
     """Score ``model`` on a real labelled folder (layout in :mod:`loop.evaluate.real`).
 
@@ -274,19 +360,24 @@ def evaluate_real(
     any foreground pixel; the image is classified whole, resized to
     ``class_size``×``class_size`` first when given. ``task=None`` reads the task from the
     model's output shape. With ``overlay_dir``, writes ``NAME.png`` overlays there
-    (segmentation only).
+    (segmentation only). ``pixel_size_um`` (µm per pixel, one for all images or per image
+    name; default: the folder's :data:`PIXEL_SIZE_FILE`, if any) gives the E112
+    grains/mm² and G columns a value (see :func:`pixel_sizes`).
 
     Returns
     -------
     (table, summary): the table has one row per image in name order, ``name`` (string),
     ``height``, ``width`` (int64), then float64 metrics as in :func:`evaluate_view`
-    (classification adds int64 ``label``); the summary is :func:`summarize_metrics` of the metric
-    columns plus ``task``.
+    (classification adds int64 ``label``; segmentation adds float64 ``pixel_size_um``, NaN
+    where unknown, before the metrics, and the closed-grain columns: the grain counts and
+    size distance of closed grains, and :data:`REAL_GRAIN_KEYS`); the summary is
+    :func:`summarize_metrics` of the metric columns plus ``task``.
     """
     check_settings(batch_size, tile, overlap, threshold, tol, min_grain_area)
     if class_size is not None:
         class_size = _check_positive_int("class_size", class_size)
     folder = RealFolder(real_dir)
+    sizes = pixel_sizes(folder, pixel_size_um)
     dev = infer.model_device(model, device)
     task = task or infer.model_task(model, dev)
     if task not in TASKS:
@@ -303,7 +394,9 @@ def evaluate_real(
         if task == "segmentation":
             logits = infer.predict_image_logits(model, pair.image, tile=tile, overlap=overlap, device=dev,
                                                 batch_size=batch_size)
-            rows.append(_segmentation_row(logits, pair.mask, threshold, tol, min_grain_area))
+            row = _segmentation_row(logits, pair.mask, threshold, tol, min_grain_area)
+            row.update(_real_grain_row(logits, pair.mask, threshold, sizes.get(pair.name)))
+            rows.append(row)
             if out_dir is not None:
                 render_overlay(pair.image, infer.sigmoid(logits), pair.mask, out_dir / f"{pair.name}.png",
                                threshold=threshold, title=pair.name)
@@ -319,9 +412,12 @@ def evaluate_real(
             )
             rows.append({k: float(metrics[k][0]) for k in CLASSIFICATION_KEYS})
 
-    columns = SEGMENTATION_COLUMNS if task == "segmentation" else CLASSIFICATION_KEYS
+    columns = REAL_SEGMENTATION_COLUMNS if task == "segmentation" else CLASSIFICATION_KEYS
     leading = [("name", pa.string()), ("height", pa.int64()), ("width", pa.int64())]
     data: dict[str, Any] = {"name": names, "height": heights, "width": widths}
+    if task == "segmentation":
+        leading.append(("pixel_size_um", pa.float64()))
+        data["pixel_size_um"] = [sizes.get(name, math.nan) for name in names]
     if task == "classification":
         leading.append(("label", pa.int64()))
         data["label"] = labels

@@ -14,7 +14,11 @@ from scipy.ndimage import binary_dilation
 from skimage.morphology import disk
 
 from evaluator_helpers import ArrayView, ConstantNet, MeanClassifier, ThresholdNet, grain_sample
+from loop.evaluate.grains import astm_grain_size_number, closed_grains, grains_per_mm2
 from loop.evaluate.scoring import (
+    PIXEL_SIZE_FILE,
+    REAL_GRAIN_KEYS,
+    REAL_SEGMENTATION_COLUMNS,
     SEGMENTATION_COLUMNS,
     evaluate_real,
     evaluate_view,
@@ -127,6 +131,63 @@ def test_evaluate_real_segmentation_with_overlays(grain_folder, tmp_path):
     for name in ("big", "small"):
         with Image.open(tmp_path / "overlays" / f"{name}.png") as img:
             assert img.format == "PNG" and img.width > 200
+
+
+def test_evaluate_real_reports_closed_grain_statistics(grain_folder):
+    table, summary = evaluate_real(ThresholdNet(), grain_folder, "cpu", tile=64, overlap=32)
+    assert table.column_names == ["name", "height", "width", "pixel_size_um", *REAL_SEGMENTATION_COLUMNS]
+    assert all(table.schema.field(c).type == pa.float64() for c in ("pixel_size_um", *REAL_GRAIN_KEYS))
+    for row in table.to_pylist():
+        # The oracle's boundaries are the true ones: same closed grains, same E112 count.
+        assert row["grain_count_pred"] == row["grain_count_true"] == 9.0
+        assert row["mean_grain_area_pred"] == row["mean_grain_area_true"] > 0
+        assert row["mean_grain_area_rel_error"] == 0.0 and row["grain_count_rel_error"] == 0.0
+        # Boundary pixels split a little differently between the grains: intercepts within 5 %.
+        assert row["mean_intercept_rel_error"] < 0.05 and row["mean_intercept_true"] > 10
+        # No pixel size: no grains per mm², no G.
+        assert math.isnan(row["pixel_size_um"]) and math.isnan(row["astm_g_true"])
+        assert math.isnan(row["grains_per_mm2_pred"]) and math.isnan(row["astm_g_abs_error"])
+    assert summary["mean_intercept_rel_error"] == pytest.approx(np.mean(table["mean_intercept_rel_error"].to_pylist()))
+    assert math.isnan(summary["astm_g_true"])
+
+
+def test_pixel_size_from_argument_or_sidecar_file(grain_folder, tmp_path):
+    from loop.evaluate.real import RealFolder
+
+    big = RealFolder(grain_folder)[0]
+    expected_g = astm_grain_size_number(grains_per_mm2(closed_grains(big.mask), 0.5))
+    table, _ = evaluate_real(ThresholdNet(), grain_folder, "cpu", pixel_size_um={"big": 0.5})
+    big_row, small_row = table.to_pylist()
+    assert big_row["pixel_size_um"] == 0.5 and big_row["astm_g_true"] == pytest.approx(expected_g)
+    assert big_row["astm_g_pred"] == pytest.approx(expected_g) and big_row["astm_g_abs_error"] == pytest.approx(0.0)
+    assert math.isnan(small_row["astm_g_true"])
+    # The same from a sidecar file, and one size for all images.
+    for name in ("big", "small"):
+        write_pair(tmp_path, name, np.asarray(Image.open(grain_folder / "images" / f"{name}.png")),
+                   np.asarray(Image.open(grain_folder / "masks" / f"{name}.png")) // 255)
+    (tmp_path / PIXEL_SIZE_FILE).write_text('{"big": 0.5}')
+    table, _ = evaluate_real(ThresholdNet(), tmp_path, "cpu")
+    assert table["astm_g_true"].to_pylist()[0] == pytest.approx(expected_g)
+    table, _ = evaluate_real(ThresholdNet(), tmp_path, "cpu", pixel_size_um=0.25)
+    assert table["pixel_size_um"].to_pylist() == [0.25, 0.25]
+    assert table["astm_g_true"].to_pylist()[0] == pytest.approx(expected_g + 2)     # 4x N_A: G + 2
+
+
+@pytest.mark.parametrize(
+    "sidecar, match",
+    [('{"nope": 0.5}', "'nope' is not an image of"),
+     ('{"big": -1}', "pixel size of 'big': expected a positive number"),
+     ('"0.5"', "pixel size of 'big': expected a positive number"),
+     ("{0.5", "cannot be read as JSON")],
+)
+def test_bad_pixel_size_file(grain_folder, tmp_path, sidecar, match):
+    for name in ("big", "small"):
+        write_pair(tmp_path, name, np.asarray(Image.open(grain_folder / "images" / f"{name}.png")),
+                   np.asarray(Image.open(grain_folder / "masks" / f"{name}.png")) // 255)
+    (tmp_path / PIXEL_SIZE_FILE).write_text(sidecar)
+    with pytest.raises(EvaluationError, match=match) as info:
+        evaluate_real(ThresholdNet(), tmp_path, "cpu")
+    assert PIXEL_SIZE_FILE in str(info.value) and "\n" not in str(info.value)
 
 
 def test_evaluate_real_summary_is_mean_over_images(grain_folder):

@@ -1,4 +1,4 @@
-"""Batch and tiled inference: padding, tile layout, and tiled == whole-image results."""
+"""Batch and tiled inference: padding, tile layout, blending windows, tiled == whole-image results, no seams."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from torch import nn
 
 from evaluator_helpers import ConstantNet, DilatedNet, MeanClassifier, ThresholdNet
 from loop.evaluate.infer import (
+    BLEND_FLOOR,
+    blend_weights,
+    images_to_tensor,
     input_channels,
     model_device,
     model_task,
@@ -17,6 +20,7 @@ from loop.evaluate.infer import (
     predict_image,
     predict_image_logits,
     predict_logits,
+    sigmoid,
     tile_starts,
 )
 from loop.evaluate.metrics import EvaluationError
@@ -44,12 +48,37 @@ def test_pad_to_multiple_reflects_bottom_right():
     assert pad_to_multiple(random_image(2, 5, 3)).shape == (32, 32)  # pad longer than the side
 
 
-@pytest.mark.parametrize("shape", [(150, 230), (64, 300), (97, 97)])
-def test_tiled_equals_whole_image_when_receptive_field_fits_half_overlap(shape):
+@pytest.mark.parametrize("starts, tile", [([0, 192, 256], 256), ([0, 64], 256), ([0, 8, 16, 24], 16), ([0, 32], 32)])
+def test_blend_weights_partition_unity_and_never_vanish(starts, tile):
+    windows = blend_weights(starts, tile)
+    length = starts[-1] + tile
+    total = np.zeros(length)
+    for s, w in zip(starts, windows):
+        assert w.shape == (tile,) and np.all(w >= BLEND_FLOOR) and w.max() == 1.0
+        total[s:s + tile] += w
+    # Where at most two tiles overlap, the raised-cosine ramps sum to 1 (up to the floor).
+    np.testing.assert_allclose(total, 1.0, atol=3 * BLEND_FLOOR)
+    assert windows[0][0] == 1.0 and windows[-1][-1] == 1.0        # image sides are not tapered
+
+
+def test_blend_weights_fade_over_the_middle_half_of_an_overlap():
+    first, second = blend_weights([0, 192], 256)                 # overlap 64: floor 16, ramp 32, floor 16
+    assert np.all(first[:208] == 1.0) and np.all(first[240:] == BLEND_FLOOR)
+    assert np.all(second[:16] == BLEND_FLOOR) and np.all(second[48:] == 1.0)
+    ramp = second[16:48]
+    assert np.all(np.diff(ramp) > 0) and ramp[0] == pytest.approx(np.sin(np.pi / 128) ** 2)
+    np.testing.assert_allclose(first[208:240], ramp[::-1])
+    assert blend_weights([0], 64)[0].tolist() == [1.0] * 64     # one tile: no blending
+
+
+@pytest.mark.parametrize("shape", [(150, 230), (64, 300), (200, 97)])
+def test_tiled_equals_whole_image_when_receptive_field_fits_a_quarter_overlap(shape):
+    # DilatedNet is translation equivariant with a 13-px receptive field: with overlap 56 each
+    # tile's weight is (almost) zero within 14 px of its cut edges, where it sees padding.
     model = DilatedNet(seed=1)
     img = random_image(3, *shape)
     whole = predict_batch(model, img[None], "cpu")[0]
-    tiled = predict_image(model, img, tile=64, overlap=2 * DilatedNet.RADIUS + 6, device="cpu", batch_size=3)
+    tiled = predict_image(model, img, tile=128, overlap=4 * DilatedNet.RADIUS + 4, device="cpu", batch_size=3)
     assert tiled.shape == shape and tiled.dtype == np.float32
     np.testing.assert_allclose(tiled, whole, atol=1e-5, rtol=0)
 
@@ -63,6 +92,59 @@ def test_tiled_without_overlap_shows_seams():
     assert np.abs(tiled - whole).max() > 1e-2
 
 
+def _crop_stitched(model, img, tile, overlap):
+    """The former stitching, as a control: each tile writes up to halfway through each overlap."""
+    def owned(starts, length):
+        cuts = [0] + [(a + b + tile) // 2 for a, b in zip(starts[:-1], starts[1:])] + [length]
+        return list(zip(cuts[:-1], cuts[1:]))
+
+    out = np.empty(img.shape, np.float32)
+    rows, cols = tile_starts(img.shape[0], tile, overlap), tile_starts(img.shape[1], tile, overlap)
+    with torch.no_grad():
+        for r, (r0, r1) in zip(rows, owned(rows, img.shape[0])):
+            for c, (c0, c1) in zip(cols, owned(cols, img.shape[1])):
+                z = model(images_to_tensor(img[None, r:r + tile, c:c + tile], input_channels(model)))[0, 0].numpy()
+                out[r0:r1, c0:c1] = z[r0 - r:r1 - r, c0 - c:c1 - c]
+    return sigmoid(out)
+
+
+def _border_to_inside_gradient(prob, tile, overlap, band=16):
+    """Largest |difference of neighbouring pixels| where tiles overlap, over the largest elsewhere.
+
+    Both along rows and along columns, ``band`` px from the image border left out (the
+    whole-image map has its own padding effects there).
+    """
+    border_max = inside_max = 0.0
+    for axis in (0, 1):
+        length = prob.shape[axis]
+        in_overlap = np.zeros(length - 1, dtype=bool)              # pair (i, i + 1) touches an overlap
+        starts = tile_starts(length, tile, overlap)
+        for a, b in zip(starts[:-1], starts[1:]):
+            in_overlap[b - 1:a + tile] = True
+        inside = ~in_overlap
+        inside[:band] = inside[-band:] = False
+        grad = np.moveaxis(np.abs(np.diff(prob, axis=axis)), axis, 0)[:, band:-band]
+        border_max = max(border_max, grad[in_overlap].max())
+        inside_max = max(inside_max, grad[inside].max())
+    return border_max / inside_max
+
+
+def test_unet_tiles_blend_without_seams():
+    # A U-Net's receptive field is wider than any tile, so tiles disagree near their edges.
+    # Blended, the tile borders are no steeper than the map inside the tiles; cut at the
+    # middle of each overlap (the control), they are 30 % steeper.
+    from loop.config.training import ModelConfig
+    from loop.train.model import build_model
+
+    model = build_model(ModelConfig(encoder="resnet18")).eval()
+    yy, xx = np.mgrid[:192, :320]
+    img = np.round(128 + 60 * np.sin(xx / 11.0) * np.cos(yy / 17.0)).astype(np.uint8)   # smooth: seams stand out
+    tile, overlap = 128, 32
+    blended = predict_image(model, img, tile=tile, overlap=overlap, device="cpu")
+    assert _border_to_inside_gradient(blended, tile, overlap) < 1.0
+    assert _border_to_inside_gradient(_crop_stitched(model, img, tile, overlap), tile, overlap) > 1.2
+
+
 def test_pointwise_model_is_exact_for_any_tiling():
     model = ThresholdNet()
     img = random_image(4, 131, 77)
@@ -70,7 +152,8 @@ def test_pointwise_model_is_exact_for_any_tiling():
     expected = 0.2 * (75.0 - img.astype(np.float32))
     np.testing.assert_allclose(whole, expected, atol=1e-4)
     for tile, overlap in [(32, 0), (64, 16), (96, 90)]:
-        assert np.array_equal(predict_image_logits(model, img, tile=tile, overlap=overlap), whole)
+        np.testing.assert_allclose(predict_image_logits(model, img, tile=tile, overlap=overlap), whole,
+                                   rtol=1e-6, atol=1e-6)
 
 
 def test_predict_batch_crops_padding_and_returns_probabilities():
