@@ -14,12 +14,16 @@ from loop.cli.output import echo_json, fmt
               help="Cycle whose checkpoint to score (default: the latest).")
 @click.option("--tile", type=click.IntRange(min=32), default=256, show_default=True, help="Inference tile side in px.")
 @click.option("--overlap", type=click.IntRange(min=0), default=64, show_default=True, help="Tile overlap in px.")
+@click.option("--pixel-size", "pixel_size_um", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="µm per pixel of every image (else DIR/pixel_size_um.json, {NAME: µm}): adds grains/mm² and ASTM G.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int, as_json: bool) -> None:
+def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int, pixel_size_um: float | None,
+             as_json: bool) -> None:
     """Score a checkpoint of RUN on real labelled micrographs (tiled inference, any size)."""
     from loop.run.real_report import score_real
 
-    result, reports = score_real(run, real_dir, cycle=cycle, tile=tile, overlap=overlap)
+    result, reports = score_real(run, real_dir, cycle=cycle, tile=tile, overlap=overlap,
+                                 pixel_size_um=pixel_size_um)
     cycle = result["cycle"]
     if as_json:
         echo_json(result)
@@ -28,16 +32,22 @@ def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int
     from rich.table import Table
 
     images = result["images"]
-    metrics = [k for k in ("miou", "error", "boundary_f1", "grain_count_rel_error", "grain_size_distance", "loss")
-               if images and k in images[0]]
+    metrics = [k for k in ("miou", "error", "boundary_f1", "grain_count_rel_error", "mean_grain_area_rel_error",
+                           "mean_intercept_rel_error", "astm_g_abs_error", "loss")
+               if images and k in images[0] and any(_known(row[k]) for row in images)]
     table = Table(title=f"{run} cycle {cycle} on {real_dir} ({result['n_images']} images)")
     table.add_column("image")
     for key in metrics:
         table.add_column(key, justify="right")
     for row in images:
         table.add_row(row["name"], *(fmt(row[k]) for k in metrics))
-    table.add_row("mean ± sd", *(f"{result[k]:.4f} ± {result[k + '_std']:.4f}" for k in metrics), style="bold")
+    table.add_row("mean ± sd", *(f"{result.get(k, float('nan')):.4f} ± {result.get(k + '_std', float('nan')):.4f}"
+                                 for k in metrics), style="bold")
     Console().print(table)
     click.echo(f"wrote {reports}/scores.json and overlays")
 
 
+
+
+def _known(value) -> bool:
+    return value is not None and value == value  # NaN is the one value unequal to itself

@@ -23,7 +23,6 @@ import ray
 import torch
 from torch import nn
 
-from loop.evaluate import infer
 from loop.train.device import resolve_device
 from loop.evaluate.scoring import DEFAULT_THRESHOLD, check_settings, evaluate_real, evaluate_view
 from loop.evaluate.metrics import DEFAULT_MIN_GRAIN_AREA, DEFAULT_TOLERANCE, EvaluationError
@@ -115,12 +114,14 @@ class Evaluator:
         )
         return table.to_pylist()
 
-    def evaluate_real(self, checkpoint_uri: str, real_dir: str, overlay_dir: str | None = None) -> dict:
+    def evaluate_real(self, checkpoint_uri: str, real_dir: str, overlay_dir: str | None = None,
+                      pixel_size_um: float | None = None) -> dict:
         """Score the checkpoint on a real labelled folder (:func:`loop.evaluate.scoring.evaluate_real`).
 
         Returns the summary (``task``, ``n_images``, each metric's mean and ``<metric>_std``)
         plus ``checkpoint``, ``real_dir`` and ``images``: the per-image rows as dicts.
-        With ``overlay_dir``, overlay pictures are written there.
+        With ``overlay_dir``, overlay pictures are written there; ``pixel_size_um`` (else the
+        folder's ``pixel_size_um.json``) gives grains/mm² and the ASTM E112 G.
         """
         model, task = self._model(checkpoint_uri)
         # A classifier sees real images at the size it was trained at (its last stage's).
@@ -129,6 +130,7 @@ class Evaluator:
             model, real_dir, self.device, task=task, tile=self.tile, overlap=self.overlap,
             batch_size=self.batch_size, threshold=self.threshold, tol=self.tol,
             min_grain_area=self.min_grain_area, overlay_dir=overlay_dir, class_size=class_size,
+            pixel_size_um=pixel_size_um,
         )
         return {**summary, "checkpoint": checkpoint_uri, "real_dir": str(Path(real_dir)), "images": table.to_pylist()}
 

@@ -27,11 +27,13 @@ def pick_checkpoint(store: RunStore, cycle: int | None) -> int:
 
 
 def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int = 256,
-               overlap: int = 64) -> tuple[dict[str, Any], str]:
+               overlap: int = 64, pixel_size_um: float | None = None) -> tuple[dict[str, Any], str]:
     """Score cycle ``cycle``'s checkpoint (default: the latest) on ``real_dir``.
 
     Writes ``RUN/reports/real_cycle_NNN/scores.json`` and one overlay per image (drawn on
     local disk, then written through the run's location, so object-store runs work alike).
+    ``pixel_size_um`` (µm per pixel; else ``DIR/pixel_size_um.json``) adds grains/mm² and the
+    ASTM E112 grain-size number G.
     Returns the scores and the report folder's URI.
     """
     store = RunStore.open(run)
@@ -39,7 +41,7 @@ def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int =
     folder = posixpath.join(REPORTS, real_report_name(cycle))
     with tempfile.TemporaryDirectory() as tmp:
         result = Evaluator(tile=tile, overlap=overlap).evaluate_real(checkpoint_uri(store, cycle), real_dir,
-                                                                     overlay_dir=tmp)
+                                                                     overlay_dir=tmp, pixel_size_um=pixel_size_um)
         for name in sorted(os.listdir(tmp)):
             with open(os.path.join(tmp, name), "rb") as fh:
                 store.location.write_bytes(posixpath.join(folder, name), fh.read())

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from generators import get_generator
 from loop.bench.train import synthetic_view
 from loop.train.data import ArrayView
 from loop.train.checkpoints import CheckpointError, load_checkpoint
@@ -21,8 +22,14 @@ SMOKE = get_preset("smoke")
 
 @pytest.fixture(scope="module")
 def grains() -> ArrayView:
-    view = synthetic_view({"task": "segmentation", "n": 24, "size": 64, "seed": 0})
-    return ArrayView(view.images, view.targets, sample_ids=np.arange(100, 124))
+    # Easy grains (dark 3-px boundaries, little noise): the tests check the training mechanics.
+    generator = get_generator("grains")
+    easy = dict(grain_diameter=20.0, lloyd_iterations=1, spline_points=1, spline_displacement=0.2,
+                boundary_thickness=3.0, boundary_contrast=-0.5, mean_grey=0.65, grain_contrast=0.15,
+                perlin_amplitude=0.02, perlin_wavelength=0.4, noise_sigma=0.02, blur_sigma=0.5)
+    samples = [generator.render(easy, seed, 64) for seed in range(24)]
+    return ArrayView(np.stack([s.image for s in samples]), np.stack([s.mask for s in samples]),
+                     sample_ids=np.arange(100, 124))
 
 
 @pytest.fixture(scope="module")
