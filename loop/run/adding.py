@@ -135,7 +135,7 @@ def after_planned(store: RunStore) -> tuple[int, int]:
             continue
         for plan in event.get("plans", []):
             last_batch = max(last_batch, int(plan["batch"]))
-            last_id = max(last_id, *(int(i) for i in plan["sample_ids"]))
+            last_id = max([last_id, *(int(i) for i in plan["sample_ids"])])
     return last_id + 1, last_batch + 1
 
 

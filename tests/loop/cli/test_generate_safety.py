@@ -97,14 +97,19 @@ def test_a_second_generate_is_refused_naming_the_first_and_harms_nothing(tmp_pat
     assert loop_cli("generate", run, "--n", "4", "--size", "64", "--batch-size", "4").returncode == 0
     reached, go = tmp_path / "reached", tmp_path / "go"
     first = start_script(PAUSED_GENERATE, run, str(reached), str(go), "b000002")
-    wait_for(reached, first)  # batch 1 committed, batch 2's arrays written, its claim held
-
-    line = one_line_error(loop_cli("generate", run, "--n", "8", "--size", "64", "--seed", "5"))
-    assert f"run {run} is in use by pid {first.pid} on " in line and "(`loop generate`)" in line
-    assert (Path(run) / "params" / ".b000002.claim").exists() and (Path(run) / "images.zarr" / "b000002").is_dir()
-
-    go.write_text("go")
-    out, err = first.communicate(timeout=180)
+    try:
+        wait_for(reached, first)  # batch 1 committed, batch 2's arrays written, its claim held
+        line = one_line_error(loop_cli("generate", run, "--n", "8", "--size", "64", "--seed", "5"))
+        assert f"run {run} is in use by pid {first.pid} on " in line and "(`loop generate`)" in line
+        assert (Path(run) / "params" / ".b000002.claim").exists()
+        assert (Path(run) / "images.zarr" / "b000002").is_dir()
+    finally:
+        go.write_text("go")
+        try:
+            out, err = first.communicate(timeout=180)
+        finally:
+            if first.poll() is None:
+                first.kill()
     assert first.returncode == 0, err
     assert_samples_verify(run, 12)
     assert RunStore.open(run).committed_batches() == [0, 1, 2]
@@ -124,7 +129,11 @@ def test_generate_is_refused_while_a_driver_holds_the_run(tmp_path) -> None:
         assert sorted(os.listdir(Path(run) / "params")) == before
     finally:
         go.write_text("go")
-        driver.communicate(timeout=60)
+        try:
+            driver.communicate(timeout=60)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
     assert loop_cli("generate", run, "--n", "4", "--size", "64").returncode == 0  # free again
     assert_samples_verify(run, 8)
 
