@@ -31,15 +31,14 @@ def render_contact_sheet(
     columns: int = 4,
 ) -> bytes:
     """A PNG (bytes): each sample as its image beside the mask overlay, with its parameters below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own (no pyplot): no global state, safe in threads and Ray workers.
+    from matplotlib.figure import Figure
 
     n = len(images)
     columns = max(1, min(columns, n))
     rows = int(np.ceil(n / columns))
-    fig, axes = plt.subplots(rows, 2 * columns, figsize=(4.4 * columns, 2.9 * rows), squeeze=False)
+    fig = Figure(figsize=(4.4 * columns, 2.9 * rows))
+    axes = fig.subplots(rows, 2 * columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i, (image, mask, (sid, params, label)) in enumerate(zip(images, masks, captions)):
@@ -55,5 +54,4 @@ def render_contact_sheet(
     fig.subplots_adjust(left=0.01, right=0.99, top=0.99, bottom=0.02, wspace=0.03, hspace=0.45)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     return buffer.getvalue()
