@@ -24,7 +24,8 @@ from stores.location import Location
 
 PARAMS_DIR = "params"
 METRICS_DIR = "metrics"
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
+"""Training data, the validation set the policies read, and the held-out test set no policy sees."""
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 # Columns of the parameter table that the caller gives, with their types; parent_id and

@@ -111,10 +111,11 @@ def _writer_store(run_uri: str) -> Any:
 def write_plan(run_uri: str, generator_name: str, plan: BatchPlan) -> int:
     """Render a batch and commit it to the store at ``run_uri``; returns the batch number.
 
-    A batch that is already committed (e.g. by an earlier attempt) is left as it is.
+    A batch already committed with this plan's samples (an earlier attempt) is left as it is;
+    one committed with other samples is an error naming both writers.
     """
     store = _writer_store(run_uri)
-    if store.has_batch(plan.batch):
+    if store.has_batch_of(plan.batch, plan.sample_ids):
         return plan.batch
     rows, images, masks = render_plan(generator_name, plan)
     store.write_batch(plan.batch, rows, images, masks)

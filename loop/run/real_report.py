@@ -10,6 +10,7 @@ from typing import Any
 
 from loop.errors import InputError
 from loop.run.evaluator_actor import Evaluator
+from loop.run.lock import RunLock
 from loop.run.names import REPORTS, checkpoint_cycles, checkpoint_uri, real_report_name
 from stores import RunStore
 
@@ -39,15 +40,16 @@ def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int =
     store = RunStore.open(run)
     cycle = pick_checkpoint(store, cycle)
     folder = posixpath.join(REPORTS, real_report_name(cycle))
-    with tempfile.TemporaryDirectory() as tmp:
+    # Every process that writes into a run holds its lock: a running driver may write this folder too.
+    with RunLock(store.uri, what="loop evaluate"), tempfile.TemporaryDirectory() as tmp:
         result = Evaluator(tile=tile, overlap=overlap).evaluate_real(checkpoint_uri(store, cycle), real_dir,
                                                                      overlay_dir=tmp, pixel_size_um=pixel_size_um)
         for name in sorted(os.listdir(tmp)):
             with open(os.path.join(tmp, name), "rb") as fh:
                 store.location.write_bytes(posixpath.join(folder, name), fh.read())
-    result = {**result, "cycle": cycle}
-    store.location.write_bytes(posixpath.join(folder, "scores.json"),
-                               json.dumps(result, indent=2, default=_plain).encode())
+        result = {**result, "cycle": cycle}
+        store.location.write_bytes(posixpath.join(folder, "scores.json"),
+                                   json.dumps(result, indent=2, default=_plain).encode())
     return result, store.path(folder)
 
 

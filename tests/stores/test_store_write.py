@@ -92,7 +92,7 @@ def test_params_filters_by_split_and_cycle(run, generator):
     assert run.params(cycle=0, split="val")["sample_id"].to_pylist() == [10, 11]
     assert run.committed_batches() == [0, 1, 2]
     with pytest.raises(StoreError, match="split"):
-        run.params(split="test")
+        run.params(split="holdout")
 
 
 def _bad_rows(case: str, rows: list[dict]) -> list[dict]:
@@ -112,7 +112,7 @@ def _bad_rows(case: str, rows: list[dict]) -> list[dict]:
     elif case == "store column":
         rows[0]["batch"] = 1
     elif case == "bad split":
-        rows[0]["split"] = "test"
+        rows[0]["split"] = "holdout"
     elif case == "bool id":
         rows[0]["sample_id"] = True
     return rows
@@ -126,7 +126,7 @@ def _bad_rows(case: str, rows: list[dict]) -> list[dict]:
     ("bad option", r"batch 5, row 0: parameter 'texture': not an option"),
     ("duplicate id", r"batch 5, column 'sample_id': id 0 appears 2 times"),
     ("store column", r"batch 5, row 0, column 'batch': is set by the store"),
-    ("bad split", r"batch 5, column 'split': value 'test'"),
+    ("bad split", r"batch 5, column 'split': value 'holdout'"),
     ("bool id", r"batch 5, row 0, column 'sample_id': expected an integer"),
 ])
 def test_bad_rows_raise_naming_batch_and_column_and_change_nothing(run, generator, case, pattern):
