@@ -15,10 +15,16 @@ folder of masks:
    of segments, their lengths and the turn at each bend.
 3. Widths along the centreline: every crack pixel is assigned to its nearest centreline
    pixel (distance-transform feature map); in windows of a few widths, width = assigned
-   area / centreline length (unbiased at any orientation).
+   area / centreline length (unbiased at any orientation). With the image beside the
+   mask, the widths are scaled to the width the image shows: the crack's summed darkness
+   over its intensity and length (a hand-drawn mask is often wider than the crack).
 4. With the images beside the masks (``DIR/images`` + ``DIR/masks``), the intensity is the
    median grey of a ring around the crack minus that of its centreline, and the
-   background's mean grey and fine-texture contrast are measured on every image.
+   background is measured on every image as the generator draws it: a plane (its mean
+   grey and a linear shading ramp) plus a texture. Off the crack, the least-squares plane
+   gives ``texture_mean`` (its mean) and ``shading`` (its rise from the centre to the
+   edge along its steepest direction, the generator's ramp amplitude) and the sd of the
+   rest gives ``texture_contrast``.
 
 Each crack gives one estimate per distribution parameter (its segment count, its median
 segment length, the sd of its log lengths, the rms of its turns, its median width, the sd
@@ -28,6 +34,10 @@ hard limits. Lengths and widths are fractions of the mask's side (the geometric 
 height and width), as in the generator. Dimensions that cannot be measured (texture,
 blur, noise, crack probability) keep the generator's defaults; the ``texture`` dimension is
 left out of the file so it fits any exemplar set.
+
+To fit on tiles of a classifier's input size rather than on whole images (lengths and
+widths are then fractions of the tile's side, as the generator renders a tile), pass the
+tiles to :func:`fit_pairs`; ``loop fit-cracks DIR --tile-size N`` does so.
 """
 
 from __future__ import annotations
@@ -55,6 +65,12 @@ MIN_SKELETON_PX = 8
 POLYGON_TOLERANCE_PX = 1.5
 """Douglas–Peucker tolerance (px) on top of half the crack's width: skeleton jitter is not a bend."""
 
+DARKNESS_WIDTH_FACTOR = (0.25, 1.5)
+"""Bounds of the image's crack width over the mask's (see :func:`_darkness_width_factor`)."""
+
+MIN_INTENSITY_FOR_WIDTH = 0.02
+"""Cracks fainter than this (grey) keep their mask's width: their darkness is mostly texture."""
+
 QUANTILES = (0.1, 0.9)
 """Fitted bounds: these percentiles of the per-crack estimates."""
 
@@ -64,6 +80,7 @@ SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 _MIN_SPAN = {  # smallest fitted span per dimension (absolute, or a ratio high/low for log ranges)
     "segments_mean": 1.0, "segment_length": 1.5, "length_spread": 0.1, "bend_sigma": 5.0,
     "width": 1.5, "width_variation": 0.1, "intensity": 0.04, "texture_mean": 0.05, "texture_contrast": 0.02,
+    "shading": 0.04,
 }
 
 
@@ -181,10 +198,37 @@ def measure_mask(mask: np.ndarray, image: np.ndarray | None = None, source: str 
             ring = ndimage.binary_dilation(crack, iterations=4) & ~ndimage.binary_dilation(m, iterations=1)
             if ring.any():
                 grey = np.asarray(image, dtype=np.float64) / 255.0
-                intensity = float(np.median(grey[ring]) - np.median(grey[path[:, 0], path[:, 1]]))
+                background = float(np.median(grey[ring]))
+                intensity = float(background - np.median(grey[path[:, 0], path[:, 1]]))
+                widths_px = widths_px * _darkness_width_factor(grey, crack, path, background, intensity,
+                                                               float(np.median(widths_px)))
         out.append(CrackMeasure(source=source, segments=len(lengths), segment_lengths=lengths / side,
                                 turns_deg=turns, widths=widths_px / side, intensity=intensity))
     return out
+
+
+def _darkness_width_factor(grey: np.ndarray, crack: np.ndarray, path: np.ndarray, background: float,
+                           intensity: float, mask_width: float) -> float:
+    """How much wider (> 1) or narrower (< 1) the crack is in the image than in its mask.
+
+    The generator darkens a pixel by ``intensity`` × the part of it the crack covers, so the
+    darkness summed across the crack is ``intensity`` × its width. Summed over the crack
+    and two pixels around it (below the ring's median grey) and divided by ``intensity`` ×
+    its length, the darkness gives the width the image shows, which a mask drawn
+    generously overstates. The factor is clipped to [:data:`DARKNESS_WIDTH_FACTOR`]; 1
+    when the crack is too faint to measure.
+    """
+    if intensity < MIN_INTENSITY_FOR_WIDTH:
+        return 1.0
+    region = ndimage.binary_dilation(crack, iterations=2)
+    darkness = float(np.sum(background - grey[region]))
+    # The skeleton stops about half a width short of each tip.
+    length = float(np.sum(np.hypot(*np.diff(path, axis=0).T))) + 1.0 + mask_width
+    width = darkness / (intensity * length)
+    if not math.isfinite(width) or width <= 0:
+        return 1.0
+    low, high = DARKNESS_WIDTH_FACTOR
+    return float(np.clip(width / mask_width, low, high))
 
 
 def _local_widths(crack: np.ndarray, path: np.ndarray) -> np.ndarray:
@@ -214,12 +258,26 @@ def _local_widths(crack: np.ndarray, path: np.ndarray) -> np.ndarray:
     return chunk_area[keep] / chunk_length[keep]
 
 
-def measure_background(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float]:
-    """Mean grey and fine-texture contrast (sd after removing the shading, a Gaussian of side/16) off the crack."""
+def measure_background(image: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, float, float]:
+    """Mean grey, texture contrast and shading of the background off the crack, as the generator draws them.
+
+    A least-squares plane ``a + b·x + c·y`` over the pixels off the crack (``x``, ``y`` from
+    -1 at one edge to 1 at the other): the mean grey is the pixels' mean, the shading
+    ``hypot(b, c)`` (the generator's ramp amplitude), the contrast the sd of the pixels
+    about the plane.
+    """
     grey = np.asarray(image, dtype=np.float64) / 255.0
     off = np.ones(grey.shape, bool) if mask is None else ~ndimage.binary_dilation(np.asarray(mask) > 0, iterations=2)
-    shading = ndimage.gaussian_filter(grey, math.sqrt(grey.size) / 16.0, mode="reflect")
-    return float(grey[off].mean()), float((grey - shading)[off].std())
+    if not off.any():
+        off = np.ones(grey.shape, bool)
+    rows, cols = np.nonzero(off)
+    y = rows / max(grey.shape[0] - 1, 1) * 2.0 - 1.0
+    x = cols / max(grey.shape[1] - 1, 1) * 2.0 - 1.0
+    values = grey[rows, cols]
+    design = np.stack([np.ones_like(x), x, y], axis=1)
+    coef, *_ = np.linalg.lstsq(design, values, rcond=None)
+    residual = values - design @ coef
+    return float(values.mean()), float(residual.std()), float(math.hypot(coef[1], coef[2]))
 
 
 def _files(folder: Path) -> dict[str, Path]:
@@ -290,16 +348,17 @@ def fit_pairs(pairs: Iterable[tuple[str, np.ndarray, np.ndarray | None]], where:
     Raises :class:`CrackFitError` naming ``where`` when there are no masks or no crack in them.
     """
     measures: list[CrackMeasure] = []
-    background: dict[str, list[float]] = {"texture_mean": [], "texture_contrast": []}
+    background: dict[str, list[float]] = {"texture_mean": [], "texture_contrast": [], "shading": []}
     empty = n_masks = 0
     for source, mask, image in pairs:
         n_masks += 1
         if image is not None:
             if image.dtype != np.uint8:
                 image = _to_uint8(image)
-            mean, contrast = measure_background(image, mask)
+            mean, contrast, shading = measure_background(image, mask)
             background["texture_mean"].append(mean)
             background["texture_contrast"].append(contrast)
+            background["shading"].append(shading)
         found = measure_mask(mask, image, source)
         empty += not found
         measures.extend(found)

@@ -64,25 +64,49 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
 @click.command("fit-cracks")
 @click.argument("masks_dir")
 @click.option("--out", default="crack_space.toml", show_default=True, help="Parameter-space file (TOML) to write.")
+@click.option("--tile-size", type=click.IntRange(min=8), default=None,
+              help="Fit on tiles of this many px cut from MASKS_DIR/images + masks at their own resolution (the "
+                   "classifier's input size, e.g. 128), not on whole masks.")
+@click.option("--min-crack-px", type=click.IntRange(min=1), default=None,
+              help="With --tile-size: crack pixels that make a tile a crack tile (default 20).")
+@click.option("--pad/--no-pad", default=True, show_default=True,
+              help="With --tile-size: reflect-pad images smaller than a tile (else leave them out).")
+@click.option("--exemplars-out", default=None,
+              help="With --tile-size: write crack-free tiles here as a texture folder for the generator.")
+@click.option("--max-exemplars", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most tiles written by --exemplars-out (a seeded draw).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def fit_cracks_cmd(masks_dir: str, out: str, as_json: bool) -> None:
+def fit_cracks_cmd(masks_dir: str, out: str, tile_size: int | None, min_crack_px: int | None, pad: bool,
+                   exemplars_out: str | None, max_exemplars: int, as_json: bool) -> None:
     """Fit the crack generator's distributions from real crack masks; print and save the space file.
 
     MASKS_DIR holds masks (non-zero = crack), or masks/ and images/ side by side (then the
-    crack intensity and the background grey and contrast are fitted too).
+    crack intensity and the background grey, contrast and shading are fitted too). With
+    --tile-size, MASKS_DIR must hold images/ and masks/: the fit runs on the crack tiles
+    (and as many crack-free tiles for the background), so lengths and widths are fractions
+    of a tile, as the generator renders one.
     """
     from generators.crack_fit import fit_cracks, save_space_file
     from generators.cracks import SPACE
 
-    fit = fit_cracks(masks_dir)
+    tiled = None
+    if tile_size is not None:
+        from loop.study.crack_tiles import fit_real_tiles
+
+        fit, tiled = fit_real_tiles(masks_dir, tile_size, min_crack_px=min_crack_px, pad=pad,
+                                    exemplars_out=exemplars_out, max_exemplars=max_exemplars)
+    elif min_crack_px is not None or exemplars_out is not None:
+        raise click.UsageError("--min-crack-px and --exemplars-out work on tiles; give --tile-size too")
+    else:
+        fit = fit_cracks(masks_dir)
     path = save_space_file(fit, out)
     if as_json:
-        echo_json({**fit.to_dict(), "out": str(path)})
+        echo_json({**fit.to_dict(), "out": str(path), **({"tiles": tiled} if tiled else {})})
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"crack space fitted on {masks_dir}")
+    table = Table(title=f"crack space fitted on {masks_dir}" + (f" ({tile_size} px tiles)" if tiled else ""))
     for column in ("dimension", "unit", "fitted low", "fitted high", "median", "cracks", "default bounds"):
         table.add_column(column)
     for dim in fit.space:
@@ -92,6 +116,9 @@ def fit_cracks_cmd(masks_dir: str, out: str, as_json: bool) -> None:
                       f"{fit.medians[dim.name]:.4g}" if fitted else "-",
                       str(fit.counts[dim.name]) if fitted else "(default)", f"[{default.low:.4g}, {default.high:.4g}]")
     Console().print(table)
+    if tiled:
+        click.echo(f"{tiled['crack']} crack and {tiled['no_crack']} no-crack {tile_size} px tiles; "
+                   + (f"wrote {tiled['exemplars_written']} exemplar tiles to {exemplars_out}; " if exemplars_out else ""))
     click.echo(f"{len(fit.measures)} cracks in {fit.n_masks} masks ({fit.n_empty} without a crack); wrote {path}")
 
 
@@ -106,36 +133,67 @@ def experiment() -> None:
               help="Runs with seeds 1..N (the paper used 200).")
 @click.option("--preset", default="cpu", show_default=True, help="Training preset: paper, cpu, smoke.")
 @click.option("--out", default=None, help="Output folder (default runs/experiment-cracks-<preset>); a rerun resumes.")
+@click.option("--tile-size", type=click.IntRange(min=32), default=None,
+              help="Tile side in px = the model's input (default: the preset's final size, 128 for paper and cpu); "
+                   "a multiple of 32.")
+@click.option("--tile-stride", type=click.IntRange(min=1), default=None,
+              help="Step between tiles in px (default: the tile size, tiles overlap only to cover the image).")
+@click.option("--min-crack-px", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Crack pixels that make a tile a crack tile.")
+@click.option("--pad/--no-pad", default=True, show_default=True,
+              help="Reflect-pad images smaller than a tile; --no-pad leaves them out (counted).")
+@click.option("--crack-image-negatives", is_flag=True,
+              help="Use the crack-free tiles of crack images as no-crack tiles (kept apart by default).")
+@click.option("--groups", default="auto", show_default=True,
+              help="Physical-tile groups kept on one side of the split: auto, capture (names "
+                   "<series>exp<k>_num_<n>), image (one per image) or a regular expression whose match is the key.")
+@click.option("--capture-gap", type=click.IntRange(min=0), default=1500, show_default=True,
+              help="Capture rule: largest step between capture numbers inside one group.")
 @click.option("--n-synthetic", type=click.IntRange(min=2), default=None,
-              help="Synthetic training images (default: paper 20000, cpu 2000, smoke 48).")
+              help="Synthetic training tiles (default: paper 20000, cpu 320, smoke 48).")
 @click.option("--real-epochs", type=click.IntRange(min=1), default=None,
-              help="Epochs per stage on the real split, real and fine-tuned models (default 10; smoke 1).")
+              help="Passes over the real crack tiles per stage, real and fine-tuned models (default: paper 10, "
+                   "cpu 4, smoke 1).")
+@click.option("--min-steps", type=click.IntRange(min=1), default=None,
+              help="Least optimiser steps per training stage, every model (default: paper 100, cpu 20, smoke 1).")
+@click.option("--max-repeat", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Most repeats of a crack tile when balancing the real training set by sampling.")
 @click.option("--exemplars", default="real", show_default=True,
-              help="Texture dictionary: 'real' (no-crack images of the real training split), 'default' "
+              help="Texture dictionary: 'real' (crack-free tiles of the real training split), 'default' "
                    "(scikit-image's brick, gravel, grass) or a folder of texture images.")
+@click.option("--max-exemplars", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With --exemplars real: most tiles in the dictionary (a seeded draw).")
 @click.option("--space", "space", default="fit", show_default=True,
-              help="Crack distributions: 'fit' (fitted on the real training split's masks), 'default', "
+              help="Crack distributions: 'fit' (fitted on the real training split's crack tiles), 'default', "
                    "or a space file from `loop fit-cracks`.")
 @click.option("--balance/--no-balance", default=True, show_default=True,
-              help="Draw as many no-crack as crack images (the paper's sets were even).")
+              help="Evaluate on as many no-crack as crack tiles (the paper's sets were even).")
 @click.option("--encoder-weights", default=None, help="Local file of ImageNet encoder weights (never downloaded).")
 @click.option("--device", default=None, help="cuda or cpu (default: cuda when present).")
 @click.option("--json", "as_json", is_flag=True, help="Print Table 1 as one JSON object.")
-def experiment_cracks_cmd(real_dir: str, seeds: int, preset: str, out: str | None, n_synthetic: int | None,
-                          real_epochs: int | None, exemplars: str, space: str, balance: bool,
-                          encoder_weights: str | None, device: str | None, as_json: bool) -> None:
-    """Table 1 of the paper: crack classifiers trained on synthetic, real and mixed data, over seeds 1..N."""
+def experiment_cracks_cmd(real_dir: str, seeds: int, preset: str, out: str | None, tile_size: int | None,
+                          tile_stride: int | None, min_crack_px: int, pad: bool, crack_image_negatives: bool,
+                          groups: str, capture_gap: int, n_synthetic: int | None, real_epochs: int | None,
+                          min_steps: int | None, max_repeat: int, exemplars: str, max_exemplars: int, space: str,
+                          balance: bool, encoder_weights: str | None, device: str | None, as_json: bool) -> None:
+    """Table 1 of the paper: crack classifiers trained on synthetic, real and mixed data, over seeds 1..N.
+
+    The real images are cut into tiles of the model's input size; splits keep every physical
+    object (all exposures of one tile) on one side. Writes OUT/table1.md, table1.json and per
+    seed seed_NNN.json and split_NNN.json.
+    """
     from loop.study.crack_experiment import ExperimentConfig, run_experiment, table_markdown
 
     config = ExperimentConfig(real_dir=real_dir, seeds=tuple(range(1, seeds + 1)), preset=preset,
-                              n_synthetic=n_synthetic, real_epochs=real_epochs, balance=balance,
-                              exemplars=exemplars, space=space, encoder_weights=encoder_weights)
+                              n_synthetic=n_synthetic, real_epochs=real_epochs, min_steps=min_steps,
+                              balance=balance, exemplars=exemplars, max_exemplars=max_exemplars, space=space,
+                              encoder_weights=encoder_weights, tile_size=tile_size, tile_stride=tile_stride,
+                              min_crack_px=min_crack_px, pad=pad, crack_image_negatives=crack_image_negatives,
+                              groups=groups, capture_gap=capture_gap, max_repeat=max_repeat)
     out = out or f"runs/experiment-cracks-{preset}"
     table = run_experiment(config, out, device=device, say=(lambda line: None) if as_json else say)
     if as_json:
         echo_json(table)
         return
     click.echo(table_markdown(table))
-    click.echo(f"wrote {out}/table1.md, {out}/table1.json and one seed_NNN.json per seed")
-
-
+    click.echo(f"wrote {out}/table1.md, {out}/table1.json and seed_NNN.json, split_NNN.json per seed")

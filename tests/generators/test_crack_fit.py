@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from scipy import ndimage
 
-from generators.crack_fit import CrackFitError, fit_cracks, measure_mask, save_space_file
+from generators.crack_fit import CrackFitError, fit_cracks, measure_background, measure_mask, save_space_file
 from generators.cracks import SPACE, CrackGenerator, CrackShape, crack_generator_from_file, load_space_file, rasterize_crack
 from loop.cli import main
 
@@ -47,6 +49,33 @@ def test_measure_a_known_crack() -> None:
     assert crack.intensity == pytest.approx(0.3, abs=0.02)
 
 
+def test_a_generous_mask_keeps_the_width_the_image_shows() -> None:
+    """A 2 px crack whose mask was drawn 3 px wider on each side: the image's darkness gives the 2 px back."""
+    vertices = np.array([[20.0, 30.0], [70.0, 40.0], [100.0, 95.0]])
+    widths = np.full(3, 2.0)
+    shape = CrackShape(vertices=vertices, widths=widths, path=vertices, path_widths=widths)
+    coverage, mask = rasterize_crack(shape, 128)
+    image = np.round(255 * (0.6 - 0.3 * coverage)).astype(np.uint8)
+    wide = ndimage.binary_dilation(mask, iterations=3).astype(np.uint8)
+    [from_mask] = measure_mask(wide)
+    [from_image] = measure_mask(wide, image)
+    assert np.median(from_mask.widths) * 128 > 6.0
+    assert np.median(from_image.widths) * 128 == pytest.approx(2.0, rel=0.2)
+    assert from_image.intensity == pytest.approx(0.3, abs=0.02)
+
+
+def test_background_is_measured_as_the_generator_draws_it() -> None:
+    """Mean grey, a linear ramp (the generator's shading) and the texture's sd about it."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(-1.0, 1.0, 128)
+    texture = 0.04 * rng.standard_normal((128, 128))
+    grey = 0.5 + 0.1 * (0.6 * ramp[None, :] + 0.8 * ramp[:, None]) + texture
+    mean, contrast, shading = measure_background(np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8))
+    assert mean == pytest.approx(0.5, abs=0.01)
+    assert shading == pytest.approx(0.1, abs=0.01)
+    assert contrast == pytest.approx(0.04, abs=0.003)
+
+
 def test_fit_recovers_the_distributions_it_was_drawn_from(tmp_path) -> None:
     fit = fit_cracks(write_pairs(tmp_path / "real", 30))
     assert fit.n_masks == 30 and fit.n_empty == 0 and len(fit.measures) >= 30
@@ -61,6 +90,8 @@ def test_fit_recovers_the_distributions_it_was_drawn_from(tmp_path) -> None:
     for name, (low, high) in fit.fitted.items():
         assert fit.space[name].low == low and fit.space[name].high == high
         assert low <= m[name] <= high or name == "segments_mean"
+    assert m["texture_contrast"] == pytest.approx(0.03, abs=0.01)
+    assert m["shading"] < 0.03  # drawn without shading
     assert "texture" not in fit.space.names
     assert fit.space["noise_sigma"] == SPACE["noise_sigma"]  # not measurable: the default
 
@@ -112,6 +143,29 @@ def test_cli_fit_cracks_prints_and_saves(tmp_path) -> None:
     bad = CliRunner().invoke(main, ["fit-cracks", str(tmp_path / "nothing")])
     assert bad.exit_code == 1
     assert bad.output.strip().splitlines() == [f"loop: error: mask folder {tmp_path / 'nothing'}: not found"]
+
+
+def test_cli_fit_cracks_on_tiles_writes_exemplars(tmp_path) -> None:
+    folder = write_pairs(tmp_path / "real", 6, size=96)
+    for seed in range(3):  # crack-free images beside the cracked ones
+        sample = CrackGenerator().render({**TRUTH, "crack_probability": 0.0}, 100 + seed, 96)
+        Image.fromarray(sample.image).save(folder / "images" / f"clean{seed}.png")
+        Image.fromarray(sample.mask * 255).save(folder / "masks" / f"clean{seed}.png")
+    out, exemplars = tmp_path / "tiles.toml", tmp_path / "exemplars"
+    result = CliRunner().invoke(main, ["fit-cracks", str(folder), "--tile-size", "64", "--out", str(out),
+                                       "--exemplars-out", str(exemplars), "--max-exemplars", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["tiles"]["no_crack"] == 12 and data["tiles"]["exemplars_written"] == 5
+    written = sorted(p.name for p in exemplars.iterdir())
+    assert len(written) == 5 and all(n.startswith("clean") for n in written)
+    gen = crack_generator_from_file(out, exemplars)
+    assert len(gen.exemplars) == 5 and gen.render(gen.space.sample(np.random.default_rng(0), 1)[0], 0, 64)
+    # Lengths are fractions of the 64 px tile now, not of the 96 px image.
+    whole = fit_cracks(folder)
+    assert load_space_file(out)["segment_length"] != whole.space["segment_length"]
+    bad = CliRunner().invoke(main, ["fit-cracks", str(folder), "--exemplars-out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "give --tile-size too" in bad.output
 
 
 @pytest.mark.slow

@@ -20,14 +20,15 @@ from loop.study.crack_experiment import (
     MODELS,
     ExperimentConfig,
     ExperimentError,
-    balanced_indices,
-    stratified_split,
+    seed_data,
+    sized_stages,
     table1_summary,
     synthetic_view,
 )
+from loop.study.crack_tiles import PARTS, load_tiles
 from loop.train.data import ArrayView
 from loop.train.model import build_model
-from loop.study.statistics import agresti_coull_interval, paired_t_test
+from loop.study.statistics import agresti_coull_interval, paired_t_test, t_interval
 from loop.train.fit import train
 
 EASY = {"crack_probability": 0.5, "segments_mean": 2.0, "segment_length": 0.3, "length_spread": 0.1,
@@ -36,31 +37,62 @@ EASY = {"crack_probability": 0.5, "segments_mean": 2.0, "segment_length": 0.3, "
         "shading": 0.0, "noise_sigma": 0.0, "blur_sigma": 0.0}
 
 
-def write_real_folder(folder: Path, n_crack: int, n_clean: int, size: int = 96) -> Path:
+def write_real_folder(folder: Path, n_crack: int, n_clean: int, size: int = 64,
+                      names: list[str] | None = None) -> Path:
     """A stand-in for a real crack folder: generated images, masks 0/255 (empty = no crack)."""
     gen = CrackGenerator()
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir()
-    for i in range(n_crack + n_clean):
+    names = names or [f"t{i:02d}" for i in range(n_crack + n_clean)]
+    for i, name in enumerate(names):
         sample = gen.render({**EASY, "crack_probability": float(i < n_crack)}, i, size)
-        Image.fromarray(sample.image).save(folder / "images" / f"t{i:02d}.png")
-        Image.fromarray(sample.mask * 255).save(folder / "masks" / f"t{i:02d}.png")
+        Image.fromarray(sample.image).save(folder / "images" / f"{name}.png")
+        Image.fromarray(sample.mask * 255).save(folder / "masks" / f"{name}.png")
     return folder
 
 
-def test_balanced_stratified_splits() -> None:
-    labels = np.array([1] * 10 + [0] * 50)
-    rng = np.random.default_rng(0)
-    chosen = balanced_indices(labels, rng)
-    assert len(chosen) == 20 and labels[chosen].sum() == 10
-    split = stratified_split(chosen, labels, (0.7, 0.175, 0.125), rng)
-    assert sorted(np.concatenate(list(split.values())).tolist()) == chosen.tolist()
-    assert [len(split[k]) for k in ("train", "val", "test")] == [14, 4, 2]
-    for part in split.values():
-        assert labels[part].sum() * 2 == len(part)  # even classes in every part
-    again = stratified_split(chosen, labels, (0.7, 0.175, 0.125), np.random.default_rng(0))
-    other = stratified_split(chosen, labels, (0.7, 0.175, 0.125), np.random.default_rng(1))
-    assert not all(np.array_equal(again[k], other[k]) for k in again)
+def test_seed_data_splits_by_group_balances_and_is_seeded(tmp_path) -> None:
+    # Three exposures of each of 12 objects (4 cracked): the capture rule groups them.
+    names = [f"s_exp{e}_num_{10_000 * k + 20 * e}" for k in range(12) for e in (1, 2, 3)]
+    order = sorted(range(len(names)), key=lambda i: i // 3 >= 4)  # crack objects first
+    real = write_real_folder(tmp_path / "real", n_crack=12, n_clean=24, names=[names[i] for i in order])
+    tiles = load_tiles(real, 64)
+    assert tiles.counts()["groups"] == 12 and tiles.counts()["crack_groups"] == 4
+    config = ExperimentConfig(real_dir=str(real), preset="smoke")
+    for seed in range(1, 40):
+        data = seed_data(config, tiles, seed)
+        sides = [set(tiles.group[data.split[p]].tolist()) for p in PARTS]
+        assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+        for name in ("val", "test", "all"):
+            labels = tiles.kind[data.evaluation[name]]
+            assert labels.sum() * 2 == len(labels) > 0  # even classes in every evaluation set
+        assert set(data.evaluation["test"].tolist()) <= set(data.split["test"].tolist())
+        assert set(data.train.tolist()) <= set(data.split["train"].tolist())
+        train_labels = tiles.kind[data.train]
+        assert train_labels.sum() * 2 == len(train_labels)  # balanced by sampling
+    again = seed_data(config, tiles, 1)
+    assert np.array_equal(again.train, seed_data(config, tiles, 1).train)
+    assert not np.array_equal(again.split["train"], seed_data(config, tiles, 2).split["train"]) or \
+        not np.array_equal(again.train, seed_data(config, tiles, 2).train)
+
+
+@pytest.mark.parametrize("batch", [4, 16, 64, 256])
+def test_sized_stages_never_batch_more_than_the_set(batch: int) -> None:
+    stages = (Stage(size=64, epochs=2, freeze_encoder=True, lr_max=1e-3, batch_size=batch),
+              Stage(size=128, epochs=3, freeze_encoder=False, lr_max=3e-4, batch_size=batch))
+    for n in list(range(1, 70)) + [100, 357, 1000, 5000]:
+        for repeat in (1, 3):
+            sized = sized_stages(stages, n, min_steps=25, epochs=10, repeat=repeat)
+            for stage in sized:
+                assert 1 <= stage.batch_size <= min(n, batch)
+                assert stage.batch_size >= min(2, n)
+                steps = n // stage.batch_size if n > stage.batch_size else 1
+                assert stage.epochs * steps >= 25  # the minimum number of optimiser steps
+                assert stage.epochs >= -(-10 // repeat)
+                if n >= 8:
+                    assert steps >= 4  # a batch is at most a quarter of the set
+    with pytest.raises(ExperimentError, match="at least one sample"):
+        sized_stages(stages, 0, min_steps=1)
 
 
 def test_bad_config() -> None:
@@ -72,6 +104,14 @@ def test_bad_config() -> None:
         ExperimentConfig(real_dir="x", exemplars="/no/such")
     with pytest.raises(ExperimentError, match="space: expected 'fit', 'default' or a space file .*'nope.toml'"):
         ExperimentConfig(real_dir="x", space="nope.toml")
+    with pytest.raises(ExperimentError, match="tile_size: expected a multiple of 32 px >= 32"):
+        ExperimentConfig(real_dir="x", tile_size=100)
+    with pytest.raises(ExperimentError, match="tile_stride: expected at most the tile size 128, got 200"):
+        ExperimentConfig(real_dir="x", tile_stride=200)
+    with pytest.raises(ExperimentError, match="min_crack_px: expected an integer >= 1"):
+        ExperimentConfig(real_dir="x", min_crack_px=0)
+    assert ExperimentConfig(real_dir="x").input_size == 128
+    assert ExperimentConfig(real_dir="x", preset="smoke").input_size == 64
 
 
 def test_summary_uses_the_compare_statistics() -> None:
@@ -89,8 +129,16 @@ def test_summary_uses_the_compare_statistics() -> None:
     assert (cell["ci_low"], cell["ci_high"]) == pytest.approx(agresti_coull_interval([0.25, 0.5, 0.5]))
     assert (cell["ci_pooled_low"], cell["ci_pooled_high"]) == pytest.approx(
         agresti_coull_interval([5 / 12], nobs=12))
-    assert table["test"]["real_vs_mixed"]["p_value"] == pytest.approx(
-        paired_t_test([0.25, 0.5, 0.5], [0.25, 0.25, 0.0]).p_value)
+    assert (cell["t_ci_low"], cell["t_ci_high"]) == pytest.approx(t_interval([0.25, 0.5, 0.5]))
+    p_real_mixed = paired_t_test([0.25, 0.5, 0.5], [0.25, 0.25, 0.0]).p_value
+    p_synthetic_real = paired_t_test([0.5, 0.25, 0.75], [0.25, 0.5, 0.5]).p_value
+    assert table["test"]["real_vs_mixed"]["p_value"] == pytest.approx(p_real_mixed)
+    assert table["test"]["synthetic_vs_real"]["p_value"] == pytest.approx(p_synthetic_real)
+    # Holm over the two tests of an evaluation set.
+    low, high = sorted([p_real_mixed, p_synthetic_real])
+    holm = {low: min(1.0, 2 * low), high: min(1.0, max(2 * low, high))}
+    assert table["test"]["real_vs_mixed"]["p_holm"] == pytest.approx(holm[p_real_mixed])
+    assert table["test"]["synthetic_vs_real"]["p_holm"] == pytest.approx(holm[p_synthetic_real])
     assert table["n_seeds"] == 3 and set(MODELS) <= set(table["all"])
 
 
@@ -125,7 +173,8 @@ def run_cli(*args: str):
 
 
 def test_experiment_command_end_to_end(tmp_path) -> None:
-    real = write_real_folder(tmp_path / "real", n_crack=8, n_clean=10)
+    # 96 px images cut into 64 px tiles (the smoke preset's input): four overlapping tiles each.
+    real = write_real_folder(tmp_path / "real", n_crack=8, n_clean=10, size=96)
     out = tmp_path / "out"
     args = ["experiment", "cracks", "--real", str(real), "--seeds", "2", "--preset", "smoke", "--n-synthetic", "16",
             "--real-epochs", "1", "--out", str(out)]
@@ -137,11 +186,21 @@ def test_experiment_command_end_to_end(tmp_path) -> None:
         for model in MODELS:
             cell = table[where][model]
             assert 0.0 <= cell["ci_low"] <= cell["error_mean"] <= cell["ci_high"] <= 1.0
-        assert "p_value" in table[where]["real_vs_mixed"]
+        assert "p_value" in table[where]["real_vs_mixed"] and "p_holm" in table[where]["synthetic_vs_real"]
+    assert table["tiles"]["no_crack"] == 40 and table["tiles"]["groups"] == 18  # one group per image (names t00..)
     seed1 = json.loads((out / "seed_001.json").read_text())
-    assert seed1["n"] == {"train": 12, "val": 2, "test": 2, "all": 16}
-    assert seed1["n_crack"]["all"] == 8
-    assert all(e.startswith("t") for e in seed1["generator"]["exemplars"])  # textures from the real no-crack images
+    tiles = load_tiles(real, 64)
+    assert seed1["n"]["all"] == 2 * tiles.counts()["crack"] and seed1["n_crack"]["all"] == tiles.counts()["crack"]
+    assert seed1["n"]["test"] == 2 * seed1["n_crack"]["test"] > 0
+    assert seed1["n_train"] == 2 * seed1["n_train_crack"]
+    for stages in seed1["schedules"].values():
+        assert all(s["batch_size"] <= seed1["n_train"] for s in stages)
+    assert all("real training split" in e for e in seed1["generator"]["exemplars"])  # textures from real tiles
+    split = json.loads((out / "split_001.json").read_text())
+    placed = [name for part in split["parts"].values() for group in part["groups"] for name in group]
+    assert len(placed) == len(set(placed))  # every image (group) in one part only
+    assert {t.split("@")[0] for t in split["evaluated"]["test"]} <= {n for g in split["parts"]["test"]["groups"]
+                                                                     for n in g}
     assert not list(out.glob("*.pt"))
     assert (out / "table1.md").read_text().startswith("| | | synthetic model | real model | mixed model |")
 
@@ -161,7 +220,9 @@ def test_experiment_needs_both_classes(tmp_path) -> None:
     result = run_cli("experiment", "cracks", "--real", str(real), "--seeds", "1", "--preset", "smoke",
                      "--out", str(tmp_path / "out"))
     assert result.exit_code == 1
-    assert "needs images with and without a crack" in result.output
+    assert result.output.strip().splitlines() == [
+        f"loop: error: {real}: every mask is empty: no crack to learn from (a crack tile needs a mask with >= 20 "
+        "crack pixels in it)"]
 
 
 @pytest.mark.slow
@@ -179,4 +240,6 @@ def test_experiment_on_a_few_shared_real_cracks(shared_data, tmp_path) -> None:
                      "--n-synthetic", "32", "--out", str(tmp_path / "out"), "--json")
     assert result.exit_code == 0, result.output
     table = json.loads(result.output)
-    assert table["all"]["mixed"]["n_classifications"] == 32
+    n_crack = load_tiles(real, 64).counts()["crack"]
+    assert table["all"]["mixed"]["n_classifications"] == 2 * 2 * n_crack  # two seeds of balanced tiles
+    assert table["tiles"]["group_rule"].startswith("capture")
