@@ -155,6 +155,7 @@ class CycleDriver:
                 shown = done
                 self.say(f"  generate: {done}/{total} ({time.time() - started:.0f} s)")
 
+        self.journal.check()  # a driver that lost the run lock writes nothing more
         run_plans(self.store.uri, self.config.generator, todo, workers=self.workers if self.remote else 1,
                   on_done=tick)
         self.journal.append("generated", cycle=cycle, samples=total, wall_s=time.time() - started)
@@ -166,7 +167,7 @@ class CycleDriver:
         select: dict[str, Any] = {"split": "train"}
         if cycle > 0 and self.config.finetune_on == "new":
             select["cycles"] = [cycle]
-        init = checkpoint_uri(self.store, cycle - 1) if cycle > 0 else None
+        init = self._checked_checkpoint(cycle - 1) if cycle > 0 else None
         out = checkpoint_uri(self.store, cycle)
         train_cfg = dataclasses.replace(self.preset.train, seed=int(np.random.SeedSequence(
             [self.config.seed, cycle]).generate_state(1)[0]))
@@ -183,6 +184,7 @@ class CycleDriver:
             if self.train_progress is not None:
                 self.train_progress(record)
 
+        self.journal.check()
         if self.remote:
             from loop.run.trainer_actor import follow_training
 
@@ -202,9 +204,10 @@ class CycleDriver:
         name = val_metrics_name(cycle)
         if name not in self.store.metric_fragment_names():
             rows = self._call(self.evaluator.evaluate, self.store.uri,
-                              checkpoint_uri(self.store, cycle), {"split": "val"})
+                              self._checked_checkpoint(cycle), {"split": "val"})
             for row in rows:
                 row.update(cycle=cycle, checkpoint=checkpoint_name(cycle))
+            self.journal.check()
             self.store.append_metrics(rows, name=name)
         summary = self._val_summary(cycle)
         self.say("  evaluate: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
@@ -220,11 +223,22 @@ class CycleDriver:
         if self.journal.find("real_evaluated", cycle=cycle):
             return
         started = time.time()
-        result = self._call(self.evaluator.evaluate_real, checkpoint_uri(self.store, cycle),
+        result = self._call(self.evaluator.evaluate_real, self._checked_checkpoint(cycle),
                             self.config.real_dir)
         summary = {k: v for k, v in result.items() if isinstance(v, float)}
         self.say("  real: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if not k.endswith("_std")))
         self.journal.append("real_evaluated", cycle=cycle, summary=summary, wall_s=time.time() - started)
+
+    def _checked_checkpoint(self, cycle: int) -> str:
+        """URI of cycle ``cycle``'s checkpoint, once its digest file holds the digest its ``trained``
+        event recorded (the loader then checks the bytes against the digest file)."""
+        from loop.train.checkpoints import check_recorded_digest
+
+        uri = checkpoint_uri(self.store, cycle)
+        recorded = self.journal.recorded_digest(cycle)
+        if recorded is not None:
+            check_recorded_digest(uri, recorded, f"the journal's trained event of cycle {cycle}")
+        return uri
 
     def _call(self, method: Any, *args: Any) -> Any:
         if self.remote:

@@ -10,7 +10,10 @@ own ``run.toml`` whose run config differs from the base's only in ``policy`` and
 
 The fork is built in a sibling staging location (``DEST.forking``) and moved to ``DEST``
 at the end, so ``DEST`` is either absent or a complete fork; a staging folder left by a
-killed fork is removed by the next one.
+killed fork is removed by the next one. On local disk every file and folder of the staging
+location is fsynced before the move, and the parent folder after it. The base's cycle-0
+checkpoint is checked (its bytes against its digest file and the digest its journal
+recorded) before it is copied. File I/O goes through :class:`stores.location.Location`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +30,7 @@ from loop.run.names import CHECKPOINTS, JOURNAL, checkpoint_name, val_metrics_na
 from loop.config.run import run_config_from
 from policies import get_policy
 from loop.errors import InputError
+from stores.location import Location
 
 STAGING_SUFFIX = ".forking"
 # Journal events of a cycle that the driver looks up to skip finished steps.
@@ -40,10 +43,30 @@ class ForkError(InputError):
     """A run cannot be forked as asked."""
 
 
-def _local_dir(uri: str) -> str | None:
-    if "://" in uri and not uri.startswith("file://"):
-        return None
-    return uri.removeprefix("file://")
+def _parent_and_name(uri: str) -> tuple[Location, str]:
+    """The :class:`Location` of the folder that holds ``uri`` and ``uri``'s name in it."""
+    text = os.fspath(uri).rstrip("/")
+    if "://" not in text:
+        folder, name = os.path.split(os.path.abspath(text))
+        return Location(folder), name
+    folder, _, name = text.rpartition("/")
+    if not name or folder.endswith(":/"):
+        raise ForkError(f"fork destination {uri}: expected a folder inside a folder or bucket")
+    return Location(folder), name
+
+
+def _move(parent: Location, src: str, dst: str) -> None:
+    """Rename folder ``src`` of ``parent`` to ``dst`` (locally one rename, made durable by an
+    fsync of ``parent``; elsewhere the objects are moved one by one: ``Location`` has no move)."""
+    if parent.local:
+        os.rename(parent.join(src), parent.join(dst))
+        fd = os.open(parent.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return
+    parent.fs.mv(parent.join(src), parent.join(dst), recursive=True)
 
 
 def fork_run(base: str, dest: str, *, policy: str, cycles: int, say: Callable[[str], None] = print) -> str:
@@ -64,34 +87,39 @@ def fork_run(base: str, dest: str, *, policy: str, cycles: int, say: Callable[[s
     if not any(e["event"] == "cycle_done" and e.get("cycle") == 0 for e in events):
         raise ForkError(f"base run {base}: cycle 0 is not done; finish it (`loop resume {base}`) before forking")
 
-    fs, dest_path = fsspec.core.url_to_fs(dest)
-    staging = dest_path.rstrip("/") + STAGING_SUFFIX
-    staging_uri = staging if "://" not in dest else fs.unstrip_protocol(staging)
-    if fs.exists(staging):
+    parent, name = _parent_and_name(dest)
+    staging = name + STAGING_SUFFIX
+    if parent.exists(staging):
         say(f"fork {dest}: removing the staging folder of an interrupted fork")
-        fs.rm(staging, recursive=True)
-    if fs.exists(dest_path):
-        if fs.ls(dest_path):
+        parent.remove_tree(staging)
+    if parent.exists(name):
+        if parent.listdir(name):
             raise ForkError(f"fork destination {dest}: exists and is not empty; expected a new location")
-        fs.rmdir(dest_path)  # an empty folder: the staging folder is moved into its place
+        # An empty folder: the staging folder is moved into its place.
+        if parent.local:
+            os.rmdir(parent.join(name))
+        else:
+            parent.remove_tree(name)
 
     # No lock on the base: cycle 0's samples, scores and checkpoint never change once the
     # cycle is done, so several forks (and a driver adding cycles to the base) may read them at once.
     config = source.config
     config["run"] = run_config_from({**config["run"], "policy": policy, "cycles": cycles}).to_dict()
     config["fork"] = {"base": source.uri, "cycle": 0}
-    fork = RunStore.create(staging_uri, generator_name=source.generator_name,
+    fork = RunStore.create(parent.url(staging), generator_name=source.generator_name,
                            generator_version=source.generator_version, task=source.task,
                            space=source.space, config=config)
     n_samples = _copy_samples(source, fork)
     _copy_metrics(source, fork)
-    _copy_checkpoint(source, fork, checkpoint_name(0))
+    trained = [e for e in events if e["event"] == "trained" and e.get("cycle") == 0]
+    _copy_checkpoint(source, fork, checkpoint_name(0), trained[-1].get("digest") if trained else None)
     journal = Journal(fork.path(JOURNAL))
     for event in events:
         if event["event"] in CYCLE_EVENTS and event.get("cycle") == 0:
             journal.append(event["event"], **{k: v for k, v in event.items() if k != "event"})
     journal.append("forked", base=source.uri, cycle=0, policy=policy, cycles=cycles)
-    fs.mv(staging, dest_path, recursive=True)
+    fork.location.sync_tree("")  # the whole fork is on disk before it appears under its name
+    _move(parent, staging, name)
     say(f"forked {dest} from {source.uri}: cycle 0 ({n_samples} samples, checkpoint, scores), policy {policy}")
     return RunStore.open(dest).uri
 
@@ -127,23 +155,28 @@ def _copy_metrics(source: Any, fork: Any) -> None:
     fork.append_metrics(rows.select(metric_columns), name=val_metrics_name(0))
 
 
-def _copy_checkpoint(source: Any, fork: Any, name: str) -> None:
-    """Copy the checkpoint and its digest; a local checkpoint is hard-linked (checkpoints are
-    replaced by rename, never rewritten in place, so the base's file cannot change under the fork)."""
-    from loop.train.checkpoints import digest_uri
+def _copy_checkpoint(source: Any, fork: Any, name: str, recorded: str | None) -> None:
+    """Copy the checkpoint and its digest, after checking the checkpoint's bytes against its
+    digest file and ``recorded`` (the digest the base's journal recorded; ``None``: not
+    journaled). A local checkpoint is hard-linked (checkpoints are replaced by rename, never
+    rewritten in place, so the base's file cannot change under the fork)."""
+    from loop.train.checkpoints import DIGEST_SUFFIX, read_digest, read_verified
 
-    for src, dst in ((source.path("checkpoints", name), fork.path("checkpoints", name)),
-                     (digest_uri(source.path("checkpoints", name)), digest_uri(fork.path("checkpoints", name)))):
-        fs, src_path = fsspec.core.url_to_fs(src)
-        _, dst_path = fsspec.core.url_to_fs(dst)
-        if not fs.exists(src_path):
-            raise ForkError(f"base run {source.uri}: {src} is missing; expected the cycle-0 checkpoint")
-        fs.makedirs(os.path.dirname(dst_path), exist_ok=True)
-        local_src, local_dst = _local_dir(src), _local_dir(dst)
-        if local_src and local_dst and not src.endswith(".sha256"):
-            try:
-                os.link(local_src, local_dst)
-                continue
-            except OSError:
-                pass  # another filesystem, or links not allowed: copy instead
-        fs.cp_file(src_path, dst_path)
+    src_uri = source.path(CHECKPOINTS, name)
+    if not source.location.exists(CHECKPOINTS, name):
+        raise ForkError(f"base run {source.uri}: {src_uri} is missing; expected the cycle-0 checkpoint")
+    data = read_verified(src_uri, recorded)
+    digest = read_digest(src_uri)
+    src, dst = source.location, fork.location
+    dst.makedirs(CHECKPOINTS)
+    rel = f"{CHECKPOINTS}/{name}"
+    linked = False
+    if src.local and dst.local:
+        try:
+            os.link(src.join(CHECKPOINTS, name), dst.join(rel))
+            linked = True
+        except OSError:
+            pass  # another filesystem, or links not allowed: copy instead
+    if not linked:
+        dst.commit_bytes(rel, data)
+    dst.commit_bytes(rel + DIGEST_SUFFIX, f"{digest}  {name}\n".encode())

@@ -12,12 +12,13 @@ from generators import get_generator
 from loop.config.training import ConfigError, ModelConfig, Preset, TrainConfig, get_preset
 from loop.run.driver import CycleDriver, TrainProgress
 from loop.run.journal import Journal
-from loop.run.names import JOURNAL
+from loop.run.names import CHECKPOINTS, JOURNAL, checkpoint_cycles
 from loop.run.lock import RunLock
 from loop.run.ray_session import ray_session
 from loop.config.run import RunConfig, run_config_from
 from policies import get_policy
 from loop.errors import InputError
+from loop.train.checkpoints import remove_temporaries
 
 
 
@@ -75,6 +76,7 @@ def resume_run(run: str, cycles: int | None = None, *, address: str | None = Non
     store = RunStore.open(run)
     journal = Journal(store.path(JOURNAL))
     config = run_config_from(store.config["run"])
+    _check_journal_matches_data(store, journal)
     target = _target_cycles(journal, config)
     done = _cycles_done(journal)
     if cycles is None:
@@ -86,17 +88,35 @@ def resume_run(run: str, cycles: int | None = None, *, address: str | None = Non
     _drive(store.uri, cycles, address, say, train_progress, started=False)
 
 
+def _check_journal_matches_data(store: Any, journal: Journal) -> None:
+    """Refuse a run that has samples, scores or checkpoints but no journal events: resuming
+    it would redo its cycles over that data and overwrite its checkpoints."""
+    if journal.events():
+        return
+    batches, ckpts = store.committed_batches(), checkpoint_cycles(store)
+    if not (batches or ckpts or store.metric_fragment_names()):
+        return  # nothing was done yet (a start killed before its first event)
+    has = [f"{len(batches)} committed batches"]
+    if ckpts:
+        has.append(f"checkpoints of cycles {ckpts}")
+    raise RunError(f"run {store.uri}: its journal {journal.uri} is missing or empty, but the run has "
+                   f"{' and '.join(has)}; resuming would redo its cycles over them. Restore the journal "
+                   "(e.g. from a backup), or start a new run with `loop start --run NEW`")
+
+
 def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None],
            train_progress: TrainProgress | None, *, started: bool) -> None:
     from stores import RunStore
 
-    with RunLock(run):
+    with RunLock(run) as lock:
         store = RunStore.open(run, recover=True)
         for batch in getattr(store, "recovered", []) or []:
             say(f"recovered: removed uncommitted batch {batch}")
+        for name in remove_temporaries(store.path(CHECKPOINTS)):
+            say(f"recovered: removed {CHECKPOINTS}/{name}, left by a checkpoint save that was killed")
         config = run_config_from(store.config["run"])
         preset = _preset_from_store(store.config)
-        journal = Journal(store.path(JOURNAL))
+        journal = Journal(store.path(JOURNAL), guard=lock.check)  # a lost lease stops the driver's writes
         journal.append("started" if started else "resumed", cycles=cycles, pid=os.getpid())
         with ray_session(address), _actors() as (trainer, evaluator, workers):
             driver = CycleDriver(store, journal, config, preset, trainer=trainer, evaluator=evaluator,

@@ -7,6 +7,12 @@ whose holder was a process of this host that is gone (a ``kill -9``), is taken o
 lease is a guard against starting a second driver by mistake, not a consensus protocol:
 hosts' clocks must agree to well within ``lease_s``, and a takeover racing another takeover
 is not excluded.
+
+A holder that loses its lease (another process took it over, or renewals failed for
+``lease_s`` seconds, after which another may take it over) must stop writing:
+:meth:`RunLock.check` raises :class:`RunLockedError` from then on. The driver's journal calls
+it before every append and the driver before each step's writes, so a driver that lost its
+lease stops before its next write instead of writing beside the new holder.
 """
 
 from __future__ import annotations
@@ -84,6 +90,13 @@ class RunLock:
             self._fh.close()
             self._fh = None
 
+    def check(self) -> None:
+        """Raise :class:`RunLockedError` when this lock, once acquired, is no longer held: an
+        object-store lease that was taken over or not renewed for its length. A local
+        ``flock`` cannot be lost while the process lives: a no-op."""
+        if self._lease is not None:
+            self._lease.check()
+
     def __enter__(self) -> "RunLock":
         return self.acquire()
 
@@ -138,6 +151,8 @@ class ObjectLease:
         self._token = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lost: str | None = None
+        self._renewed = 0.0  # time.monotonic() before the last successful write of the lease
 
     def _record(self) -> bytes:
         return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": self._token,
@@ -161,6 +176,8 @@ class ObjectLease:
 
     def acquire(self) -> None:
         """Take the lease (or an abandoned one) and start renewing it; :class:`RunLockedError` if held."""
+        self._lost = None
+        self._renewed = time.monotonic()
         try:
             self._location.create_exclusive(LOCK_FILE, self._record())
         except FileExistsError:
@@ -198,15 +215,30 @@ class ObjectLease:
             f"{max(age, 0):.0f} s ago); wait for it or stop it first. If that driver is gone, its "
             f"lease expires {lease_s - max(age, 0):.0f} s from now")
 
+    def check(self) -> None:
+        """Raise :class:`RunLockedError` once the lease is lost: taken over by another process, or
+        not renewed for ``lease_s`` seconds (another may have taken it over meanwhile)."""
+        if self._thread is None and self._lost is None:
+            return  # not held: nothing to lose
+        if self._lost is None and time.monotonic() - self._renewed > self.lease_s:
+            self._lost = (f"run {self.run}: the run lease was not renewed for {self.lease_s:.0f} s, so another "
+                          "process may have taken it over; stopping before the next write")
+        if self._lost is not None:
+            raise RunLockedError(self._lost)
+
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_s / 6):
             try:
+                started = time.monotonic()
                 holder = self.holder()
                 if holder is None or holder["token"] != self._token:
-                    log.error("run %s: lost the run lease (now held by %s); another driver may be running",
-                              self.run, holder and f"pid {holder['pid']} on {holder['host']}")
+                    by = holder and f"pid {holder['pid']} on {holder['host']}"
+                    self._lost = (f"run {self.run}: lost the run lease (now held by {by or 'nobody'}); another "
+                                  "driver may be running; stopping before the next write")
+                    log.error("%s", self._lost)
                     return
                 self._location.write_bytes(LOCK_FILE, self._record())
+                self._renewed = started
             except Exception as exc:  # noqa: BLE001 - a failed renewal is retried at the next tick
                 log.warning("run %s: renewing the run lease failed (%s); retrying", self.run, exc)
 

@@ -3,8 +3,21 @@
 ``URI`` holds ``torch.save({"format", "version", "state_dict", "meta"})`` and ``URI.sha256``
 holds ``"<hex digest>  <file name>"`` (the ``sha256sum`` format, so ``sha256sum -c`` checks it
 too). Only tensors and plain values (str, int, float, bool, None, lists, dicts) are stored,
-and loading uses ``torch.load(weights_only=True)``: nothing is unpickled as code. URIs go
-through fsspec, so a local path, ``file://``, ``memory://`` or an object store all work.
+and loading uses ``torch.load(weights_only=True)``: nothing is unpickled as code. File I/O
+goes through :class:`stores.location.Location`, so a local path, ``file://``, ``memory://``
+or an object store all work.
+
+Durability: :func:`save_checkpoint` returns only once both files are on disk under their
+final names. Locally each is written to ``NAME.tmp-<hex>`` beside it, fsynced, renamed over
+the final name, and the folder is fsynced (so a caller may journal the checkpoint as
+committed); on an object store each is one put. A kill mid-save leaves a ``*.tmp-<hex>``
+file and nothing else: :func:`remove_temporaries` (called by the driver under the run lock)
+removes them.
+
+Verification: :func:`load_checkpoint` returns bytes only after checking their sha256 against
+the digest file; :func:`check_recorded_digest` compares the digest file with the digest that
+was recorded elsewhere when the checkpoint was saved (the run journal's ``trained`` event), so
+a checkpoint replaced together with its digest file is refused too.
 """
 
 from __future__ import annotations
@@ -12,20 +25,24 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import posixpath
+import os
 import re
 import uuid
 from collections import OrderedDict
 from typing import Any, Mapping
 
-import fsspec
 import torch
+
 from loop.errors import InputError
+from stores.location import Location
 
 FORMAT = "synthloop-checkpoint"
 VERSION = 1
 DIGEST_SUFFIX = ".sha256"
+TMP_MARK = ".tmp-"
+"""A file being written is ``NAME.tmp-<32 hex>`` beside ``NAME`` until it is renamed."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_TEMPORARY = re.compile(r"^.+\.(pt|sha256)\.tmp-[0-9a-f]{32}$")
 
 
 class CheckpointError(InputError):
@@ -73,12 +90,54 @@ def _plain_state(state: Mapping[str, Any]) -> "OrderedDict[str, torch.Tensor]":
     return out
 
 
-def _write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    # Written aside then renamed, so a reader never sees half a file under the final name.
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
+def _where(uri: str) -> tuple[Location, str]:
+    """The :class:`Location` of the folder holding ``uri`` and the file's name in it."""
+    text = os.fspath(uri)
+    if "://" not in text:
+        folder, name = os.path.split(os.path.abspath(text))
+        return Location(folder), name
+    folder, _, name = text.rstrip("/").rpartition("/")
+    if not name or folder.endswith(":/"):
+        raise CheckpointError(f"checkpoint {uri!r}: expected the URI of a file inside a folder or bucket")
+    return Location(folder), name
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_durably(location: Location, name: str, data: bytes) -> None:
+    """Make file ``name`` hold ``data``, replacing any file there, all at once and durably.
+
+    Local: written aside (``NAME.tmp-<hex>``), fsynced, renamed over ``NAME``, folder fsynced,
+    so a reader never sees half a file and a crash after return loses nothing. Elsewhere one
+    put. (``Location`` has no replacing commit; :meth:`Location.commit_bytes` refuses to replace.)
+    """
+    if not location.local:
+        location.write_bytes(name, data)
+        return
+    if not os.path.isdir(location.root):
+        os.makedirs(location.root, exist_ok=True)
+        _fsync(os.path.dirname(location.root))  # the new folder's name survives a crash too
+    final = location.join(name)
+    tmp = f"{final}{TMP_MARK}{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync(location.root)
 
 
 def save_checkpoint(uri: str, model_state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str:
@@ -93,20 +152,17 @@ def save_checkpoint(uri: str, model_state: Mapping[str, torch.Tensor], meta: Map
     torch.save(payload, buf)
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    fs, path = fsspec.core.url_to_fs(uri)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    _write_atomic(fs, path, data)
-    _write_atomic(fs, path + DIGEST_SUFFIX, f"{digest}  {posixpath.basename(path)}\n".encode())
+    location, name = _where(uri)
+    _replace_durably(location, name, data)
+    _replace_durably(location, name + DIGEST_SUFFIX, f"{digest}  {name}\n".encode())
     return digest
 
 
 def read_digest(uri: str) -> str:
     """The digest recorded beside the checkpoint at ``uri``."""
-    fs, path = fsspec.core.url_to_fs(digest_uri(uri))
+    location, name = _where(uri)
     try:
-        text = fs.cat_file(path).decode("ascii", errors="replace")
+        text = location.read_bytes(name + DIGEST_SUFFIX).decode("ascii", errors="replace")
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {uri}: digest file {digest_uri(uri)} is missing") from None
     token = text.split()[0].lower() if text.split() else ""
@@ -115,16 +171,49 @@ def read_digest(uri: str) -> str:
     return token
 
 
-def load_checkpoint(uri: str) -> tuple["OrderedDict[str, torch.Tensor]", dict[str, Any]]:
-    """Read and verify the checkpoint at ``uri``; return ``(state_dict, meta)`` on the CPU.
+def check_recorded_digest(uri: str, recorded: str, where: str) -> None:
+    """Raise :class:`CheckpointError` unless the digest file of the checkpoint at ``uri`` holds
+    ``recorded``, the digest recorded in ``where`` (e.g. a run journal's ``trained`` event) when
+    the checkpoint was saved.
 
-    Raises :class:`CheckpointError` naming the file when it is missing, its digest file is
-    missing or does not match its bytes, or its content is not a synthloop checkpoint.
+    With :func:`load_checkpoint` (bytes against the digest file) this ties the bytes to the
+    record: a checkpoint replaced together with its digest file fails here.
     """
-    fs, path = fsspec.core.url_to_fs(uri)
+    if not isinstance(recorded, str) or not _HEX64.match(recorded):
+        raise CheckpointError(f"checkpoint {uri}: {where} records no sha256 hex digest ({recorded!r})")
+    found = read_digest(uri)
+    if found != recorded:
+        raise CheckpointError(
+            f"checkpoint {uri}: its digest file holds sha256 {found}, but {where} recorded {recorded} when it "
+            "was saved; the checkpoint was replaced (with its digest file) after it was written"
+        )
+
+
+def remove_temporaries(folder: str) -> list[str]:
+    """Delete the ``*.pt.tmp-<hex>`` / ``*.sha256.tmp-<hex>`` files that a save killed mid-way
+    left in ``folder`` (a path or URI); return their names.
+
+    Only for the folder's one writer (the run's driver, under the run lock): a save in
+    progress elsewhere would lose its temporary file.
+    """
+    location = Location(folder)
+    removed = [name for name in location.listdir() if _TEMPORARY.match(name)]
+    for name in removed:
+        location.remove(name)
+    return removed
+
+
+def read_verified(uri: str, digest: str | None = None) -> bytes:
+    """The bytes of the checkpoint at ``uri``, checked against its digest file (and against
+    ``digest``, the digest recorded when it was saved, when given).
+
+    Raises :class:`CheckpointError` naming the file when it or its digest file is missing,
+    or a digest does not match.
+    """
+    location, name = _where(uri)
     try:
-        data = fs.cat_file(path)
-    except FileNotFoundError:
+        data = location.read_bytes(name)
+    except (FileNotFoundError, IsADirectoryError):
         raise CheckpointError(f"checkpoint {uri}: file not found") from None
     expected = read_digest(uri)
     actual = hashlib.sha256(data).hexdigest()
@@ -133,6 +222,20 @@ def load_checkpoint(uri: str) -> tuple["OrderedDict[str, torch.Tensor]", dict[st
             f"checkpoint {uri}: sha256 {actual} does not match {expected} in {digest_uri(uri)}; "
             "the file is corrupted or was replaced"
         )
+    if digest is not None and actual != digest:
+        raise CheckpointError(f"checkpoint {uri}: sha256 {actual} does not match {digest}, the digest recorded "
+                              "when it was saved; the checkpoint was replaced (with its digest file)")
+    return data
+
+
+def load_checkpoint(uri: str, digest: str | None = None) -> tuple["OrderedDict[str, torch.Tensor]", dict[str, Any]]:
+    """Read and verify the checkpoint at ``uri``; return ``(state_dict, meta)`` on the CPU.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, its digest file is
+    missing or does not match its bytes (or ``digest``, the digest recorded when it was saved,
+    when given), or its content is not a synthloop checkpoint.
+    """
+    data = read_verified(uri, digest)
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged or foreign file

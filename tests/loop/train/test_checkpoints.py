@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import uuid
 
 import pytest
 import torch
 from torch import nn
 
-from loop.train.checkpoints import CheckpointError, load_checkpoint, load_state_into, save_checkpoint
+from loop.train.checkpoints import (
+    CheckpointError,
+    check_recorded_digest,
+    load_checkpoint,
+    load_state_into,
+    read_verified,
+    remove_temporaries,
+    save_checkpoint,
+)
 
 
 def _state(out_features: int = 3) -> dict:
@@ -93,3 +104,74 @@ def test_loading_into_a_different_architecture_names_keys_and_shapes(tmp_path):
     model = nn.Linear(2, 3)
     load_state_into(model, state, f"checkpoint {uri}")
     assert torch.equal(model.weight, state["weight"])
+
+
+# --- durability and recorded digests (issue 15, items 7 and 8) ------------------------------------
+
+
+def test_save_returns_once_both_files_and_their_names_are_on_disk(tmp_path, monkeypatch):
+    log: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        log.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        log.append(("rename", os.fspath(src), os.fspath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(str(folder / "cycle_000.pt"), _state(), {})
+    for name in ("cycle_000.pt", "cycle_000.pt.sha256"):
+        final = str(folder / name)
+        renamed = next(i for i, e in enumerate(log) if e[0] == "rename" and e[2] == final)
+        tmp = log[renamed][1]
+        assert tmp.startswith(final + ".tmp-")
+        assert ("fsync", tmp) in log[:renamed]  # the bytes before the name
+        assert ("fsync", str(folder)) in log[renamed + 1:]  # the name after the rename
+    assert ("fsync", str(tmp_path)) in log  # the new checkpoints folder's own name
+    assert sorted(p.name for p in folder.iterdir()) == ["cycle_000.pt", "cycle_000.pt.sha256"]
+
+
+def test_remove_temporaries_takes_only_what_a_killed_save_left(tmp_path):
+    folder = tmp_path / "checkpoints"
+    save_checkpoint(str(folder / "cycle_000.pt"), _state(), {})
+    stale = [f"cycle_001.pt.tmp-{uuid.uuid4().hex}", f"cycle_001.pt.sha256.tmp-{uuid.uuid4().hex}"]
+    for name in stale:
+        (folder / name).write_bytes(b"half a checkpoint")
+    (folder / "notes.tmp-1").write_text("not ours")
+    assert sorted(remove_temporaries(str(folder))) == sorted(stale)
+    assert sorted(p.name for p in folder.iterdir()) == ["cycle_000.pt", "cycle_000.pt.sha256", "notes.tmp-1"]
+    assert remove_temporaries(str(tmp_path / "none")) == []
+    load_checkpoint(str(folder / "cycle_000.pt"))
+
+
+def test_a_checkpoint_swapped_with_its_digest_file_fails_against_the_recorded_digest(tmp_path):
+    ours = tmp_path / "run" / "checkpoints" / "cycle_000.pt"
+    theirs = tmp_path / "other" / "checkpoints" / "cycle_000.pt"
+    recorded = save_checkpoint(str(ours), _state(), {"run": "ours"})
+    other = save_checkpoint(str(theirs), _state(4), {"run": "theirs"})
+    check_recorded_digest(str(ours), recorded, "the journal")
+    assert read_verified(str(ours), recorded) == ours.read_bytes()
+    shutil.copy(theirs, ours)
+    shutil.copy(str(theirs) + ".sha256", str(ours) + ".sha256")
+    load_checkpoint(str(ours))  # consistent with its own digest file...
+    with pytest.raises(CheckpointError, match=rf"cycle_000\.pt: its digest file holds sha256 {other}, but the "
+                                              rf"journal recorded {recorded}"):
+        check_recorded_digest(str(ours), recorded, "the journal")  # ...but not with the record
+    with pytest.raises(CheckpointError, match=rf"sha256 {other} does not match {recorded}, the digest recorded"):
+        load_checkpoint(str(ours), digest=recorded)
+    with pytest.raises(CheckpointError, match="records no sha256 hex digest"):
+        check_recorded_digest(str(ours), "abc", "the journal")
+
+
+def test_a_save_over_an_older_checkpoint_replaces_it_whole(tmp_path):
+    uri = str(tmp_path / "c.pt")
+    save_checkpoint(uri, _state(3), {"n": 1})
+    digest = save_checkpoint(uri, _state(4), {"n": 2})
+    state, meta = load_checkpoint(uri, digest=digest)
+    assert meta == {"n": 2} and state["weight"].shape == (4, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "c.pt.sha256"]
