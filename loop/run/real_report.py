@@ -9,9 +9,11 @@ import tempfile
 from typing import Any
 
 from loop.errors import InputError
+from loop.train.checkpoints import check_recorded_digest
 from loop.run.evaluator_actor import Evaluator
+from loop.run.journal import Journal
 from loop.run.lock import RunLock
-from loop.run.names import REPORTS, checkpoint_cycles, checkpoint_uri, real_report_name
+from loop.run.names import JOURNAL, REPORTS, checkpoint_cycles, checkpoint_uri, real_report_name
 from stores import RunStore
 
 
@@ -41,6 +43,9 @@ def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int =
     cycle = pick_checkpoint(store, cycle)
     folder = posixpath.join(REPORTS, real_report_name(cycle))
     # Every process that writes into a run holds its lock: a running driver may write this folder too.
+    recorded = Journal(store.path(JOURNAL)).recorded_digest(cycle)
+    if recorded:  # a checkpoint replaced together with its .sha256 is not the one the run trained
+        check_recorded_digest(checkpoint_uri(store, cycle), recorded, f"the journal's trained event of cycle {cycle}")
     with RunLock(store.uri, what="loop evaluate"), tempfile.TemporaryDirectory() as tmp:
         result = Evaluator(tile=tile, overlap=overlap).evaluate_real(checkpoint_uri(store, cycle), real_dir,
                                                                      overlay_dir=tmp, pixel_size_um=pixel_size_um)

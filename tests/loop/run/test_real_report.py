@@ -66,3 +66,18 @@ def test_evaluate_refuses_a_run_whose_lock_is_held(trained_run, real_folder) -> 
     with RunLock(trained_run, what="a driver"):
         with pytest.raises(RunLockedError, match="a driver"):
             score_real(trained_run, real_folder, tile=64, overlap=16)
+
+
+def test_a_checkpoint_replaced_with_its_digest_is_refused(trained_run, real_folder, tmp_path) -> None:
+    import shutil
+
+    from loop.train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+
+    run = str(tmp_path / "copy")
+    shutil.copytree(trained_run, run)
+    uri = RunStore.open(run).path("checkpoints", "cycle_000.pt")
+    state, meta = load_checkpoint(uri)
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    save_checkpoint(uri, state, meta)  # a new checkpoint and a matching .sha256
+    with pytest.raises(CheckpointError, match="journal's trained event of cycle 0"):
+        score_real(run, real_folder, tile=64, overlap=16)
