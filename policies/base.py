@@ -133,6 +133,14 @@ class Policy(abc.ABC):
     def _propose(self, view: PolicyView, n: int, rng: np.random.Generator) -> list[Proposal]:
         """Return ``n`` proposals (``n >= 1``); :meth:`propose` validates them."""
 
+    def check_space(self, space: ParamSpace) -> None:
+        """Raise :class:`PolicyError` when this policy cannot propose in ``space``.
+
+        The loop calls it when a run starts, before anything is generated, so a policy that
+        names dimensions the generator's space lacks (``paper`` on the crack generator) fails
+        then, not after cycle 0's training. The default accepts every space.
+        """
+
     def suggested_n(self, view: PolicyView) -> int | None:
         """How many proposals this policy would make by itself for ``view``, or ``None`` if any n suits.
 

@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from generators.space import ParamSpace
 from policies.settings import fmt, number
 from policies.base import Policy, PolicyError, PolicyView, Proposal
 from policies.registry import available_policies, get_policy
@@ -83,6 +84,11 @@ class MixPolicy(Policy):
     def counts(self, n: int) -> dict[str, int]:
         """How many of ``n`` proposals each sub-policy makes."""
         return dict(zip(self.weights, largest_remainder(list(self.weights.values()), n)))
+
+    def check_space(self, space: ParamSpace) -> None:
+        """Every part must fit ``space``."""
+        for part in self.parts.values():
+            part.check_space(space)
 
     def _propose(self, view: PolicyView, n: int, rng: np.random.Generator) -> list[Proposal]:
         children = rng.spawn(len(self.parts))

@@ -14,6 +14,7 @@ import re
 from policies.base import Policy, PolicyError
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+_ALIAS = re.compile(r"[a-z][a-z0-9_]*(-[a-z0-9_]+)*\Z")  # an alias may have inner hyphens: near-random
 _POLICIES: dict[str, type[Policy]] = {}
 _ALIASES: dict[str, str] = {}
 
@@ -33,8 +34,9 @@ def register_policy(name: str, cls: type[Policy]) -> None:
 
 def register_alias(alias: str, spec: str) -> None:
     """Make ``alias`` stand for ``spec`` (checked now: it must build a policy)."""
-    if not isinstance(alias, str) or not _NAME.match(alias):
-        raise PolicyError(f"register_alias: alias {alias!r} must be lowercase letters, digits and _")
+    if not isinstance(alias, str) or not _ALIAS.match(alias):
+        raise PolicyError(f"register_alias: alias {alias!r} must be lowercase letters, digits and _, "
+                          "with inner hyphens allowed")
     if alias in _POLICIES or alias in _ALIASES:
         raise PolicyError(f"policy {alias!r} is already registered")
     get_policy(spec)

@@ -19,7 +19,10 @@ checks without a pytest session.
 The checks propose from two views, the ``contract_view`` and ``contract_empty_view``
 fixtures: by default :func:`scored_view` (45 rows, 40 of them scored validation samples)
 and :func:`empty_view` (no rows, no metrics), both over :func:`example_space`, which has one
-dimension of each kind. A test module may override them.
+dimension of each kind — or, for a policy that names dimensions of a generator's space (the
+alias ``paper`` varies the grains generator's ``grain_contrast`` and ``boundary_thickness``),
+over the space of the first registered generator it fits (:func:`space_for`). A test module
+may override them.
 
 This module imports :mod:`pytest`, which is a *test* dependency only: the ``policies``
 package never imports this module; importing ``policies.testing`` needs pytest.
@@ -34,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from generators.registry import available as available_generators, get_generator
 from generators.space import Choice, Continuous, Integer, LogRange, ParamSpace
 from generators.testing import contract_checks, run_contract
 from policies.base import Policy, PolicyError, PolicyView, Proposal
@@ -41,7 +45,7 @@ from policies.registry import available_policies, get_policy, parse_spec
 
 __all__ = [
     "PolicyContract", "check_proposals", "contract_checks", "empty_view", "example_space", "example_spec",
-    "params_table", "registered_specs", "run_contract", "scored_view", "without_metrics",
+    "params_table", "registered_specs", "run_contract", "scored_view", "space_for", "without_metrics",
 ]
 
 UNKNOWN_SETTING = "zz_unknown_setting"
@@ -88,6 +92,25 @@ def example_space() -> ParamSpace:
         Integer("n_phases", "", "number of grey levels", 1, 20),
         Choice("shape", "", "grain shape", ("voronoi", "hex", "square")),
     ])
+
+
+def space_for(spec: str, space: ParamSpace | None = None) -> ParamSpace:
+    """The space to check policy ``spec`` in: ``space`` (default :func:`example_space`) when the
+    policy fits it (:meth:`Policy.check_space`), else the space of the first registered generator
+    it fits. A spec that does not build, or fits no space, gets ``space`` (the checks then fail
+    on it, quoting the error)."""
+    space = space or example_space()
+    try:
+        policy = get_policy(spec)
+    except Exception:  # noqa: BLE001 - reported by the checks, not here
+        return space
+    for candidate in (space, *(get_generator(name).space for name in available_generators())):
+        try:
+            policy.check_space(candidate)
+        except PolicyError:
+            continue
+        return candidate
+    return space
 
 
 def params_table(space: ParamSpace, rows: list[dict[str, Any]]) -> pa.Table:
@@ -168,14 +191,14 @@ class PolicyContract:
         return self.spec
 
     @pytest.fixture
-    def contract_view(self) -> PolicyView:
-        """A scored view (:func:`scored_view`)."""
-        return scored_view()
+    def contract_view(self, policy_spec: str) -> PolicyView:
+        """A scored view (:func:`scored_view`) over the policy's space (:func:`space_for`)."""
+        return scored_view(space_for(policy_spec))
 
     @pytest.fixture
-    def contract_empty_view(self) -> PolicyView:
-        """A view with no rows and no metrics (:func:`empty_view`)."""
-        return empty_view()
+    def contract_empty_view(self, policy_spec: str) -> PolicyView:
+        """A view with no rows and no metrics (:func:`empty_view`) over the policy's space."""
+        return empty_view(space_for(policy_spec))
 
     # -- the contract ----------------------------------------------------------------------
 

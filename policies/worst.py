@@ -29,6 +29,10 @@ How a cycle's ``n`` proposals are made:
 
 Cycle 0 has no metrics: the policy raises :class:`PolicyError` then (start with ``random`` or
 ``sobol``).
+
+The variation step is :func:`vary_around`, shared with :mod:`policies.near` (the same
+variations around randomly chosen validation samples, the control that tells "targeting the
+worst" from "densifying near the validation set").
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import pyarrow.compute as pc
 
 from policies.settings import choice, fmt, integer, number
 from policies.settings import names as dimension_names
+from generators.space import ParamSpace
 from policies.base import Policy, PolicyError, PolicyView, Proposal
 
 #: Metric name -> True when higher is better. The evaluator's per-sample metric columns.
@@ -78,6 +83,8 @@ class WorstPolicy(Policy):
     """
 
     kind = "worst"
+    varies = "the worst scored"
+    """What the parents are, for messages."""
 
     def __init__(self, k: float | str = 0.1, m: int | str = 10, radius: float | str = 0.05,
                  dims: str | tuple[str, ...] | None = None, metric: str | None = None, split: str = "val"):
@@ -90,7 +97,7 @@ class WorstPolicy(Policy):
                                       sorted(METRIC_HIGHER_IS_BETTER))
         self.split = str(split).strip()
         if not self.split or any(c in self.split for c in ",=:"):
-            raise PolicyError(f"policy 'worst': setting split={split} is not a split name; expected e.g. val")
+            raise PolicyError(f"policy {self.kind!r}: setting split={split} is not a split name; expected e.g. val")
 
     @property
     def name(self) -> str:
@@ -106,7 +113,20 @@ class WorstPolicy(Policy):
 
     def suggested_n(self, view: PolicyView) -> int | None:
         """``ceil(k·N)·m`` for the ``N`` scored validation rows of ``view``."""
-        return self.worst(view).num_rows * self.m
+        return self.count(self.scored(view).num_rows) * self.m
+
+    def count(self, n_scored: int) -> int:
+        """How many parents of ``n_scored`` scored rows: ``ceil(k·n_scored)``, at least 1."""
+        return max(1, math.ceil(self.k * n_scored - _CEIL_SLACK))
+
+    def check_space(self, space: ParamSpace) -> None:
+        """Every dimension named in ``dims`` must be one of ``space``'s."""
+        unknown = [d for d in (self.dims or ()) if d not in space.names]
+        if unknown:
+            raise PolicyError(
+                f"policy {self.name!r}: setting dims names unknown dimension(s) {', '.join(map(repr, unknown))}; "
+                f"the space has: {', '.join(space.names)}"
+            )
 
     def metric_for(self, view: PolicyView) -> str:
         """The metric ranked by: the one set, else ``iou`` — or ``loss`` when ``view.metrics`` holds
@@ -116,14 +136,15 @@ class WorstPolicy(Policy):
             return "loss"
         return self.metric
 
-    def worst(self, view: PolicyView) -> pa.Table:
-        """The worst ``ceil(k·N)`` scored rows, worst first: ``sample_id``, the metric, the parameters."""
+    def scored(self, view: PolicyView) -> pa.Table:
+        """The ``split`` rows of ``view`` with a finite score (the parents are chosen among them), in no
+        particular order: ``sample_id``, the parameters, the metric."""
         names = list(view.space.names)
         metric = self.metric_for(view)
         if view.metrics.num_rows == 0:
             raise PolicyError(
-                f"policy {self.name!r}: no validation metrics yet (cycle {view.cycle}); it varies the worst "
-                f"scored samples, so it needs an evaluated cycle — use random or sobol for the initial set"
+                f"policy {self.name!r}: no validation metrics yet (cycle {view.cycle}); it varies {self.varies} "
+                f"samples, so it needs an evaluated cycle — use random or sobol for the initial set"
             )
         view.require_columns("metrics", ("sample_id", metric), self.name)
         view.require_columns("params", ("sample_id", "split", *names), self.name)
@@ -140,35 +161,50 @@ class WorstPolicy(Policy):
                 f"policy {self.name!r}: no {self.split!r} row of view.params has a {metric!r} score "
                 f"({rows.num_rows} {self.split!r} rows, {view.metrics.num_rows} metric rows)"
             )
+        return joined
+
+    def worst(self, view: PolicyView) -> pa.Table:
+        """The worst ``ceil(k·N)`` scored rows, worst first: ``sample_id``, the metric, the parameters."""
+        joined = self.scored(view)
+        metric = self.metric_for(view)
         order = "ascending" if METRIC_HIGHER_IS_BETTER[metric] else "descending"
         idx = pc.sort_indices(joined, sort_keys=[(metric, order), ("sample_id", "ascending")])
-        count = max(1, math.ceil(self.k * joined.num_rows - _CEIL_SLACK))
-        return joined.take(idx[:count])
+        return joined.take(idx[:self.count(joined.num_rows)])
+
+    def parents(self, view: PolicyView, rng: np.random.Generator) -> pa.Table:
+        """The samples to vary, in the order their variations are dealt: here :meth:`worst`."""
+        return self.worst(view)
 
     def _propose(self, view: PolicyView, n: int, rng: np.random.Generator) -> list[Proposal]:
-        space = view.space
-        dims = self.dims if self.dims is not None else space.names
-        unknown = [d for d in dims if d not in space.names]
-        if unknown:
-            raise PolicyError(
-                f"policy {self.name!r}: setting dims names unknown dimension(s) {', '.join(map(repr, unknown))}; "
-                f"the space has: {', '.join(space.names)}"
-            )
-        worst = self.worst(view)
-        parents = worst.select(list(space.names)).to_pylist()
-        parent_ids = worst["sample_id"].to_pylist()
-        counts = np.full(len(parents), n // len(parents))
-        counts[: n % len(parents)] += 1
-        rows = np.repeat(np.arange(len(parents)), counts)
+        self.check_space(view.space)
+        return vary_around(view.space, self.parents(view, rng), n, rng, radius=self.radius, dims=self.dims)
 
-        cols = [space.names.index(d) for d in dims]
-        unit = space.to_unit(parents)[rows]
-        offsets = rng.uniform(-self.radius, self.radius, size=(n, len(cols)))
-        unit[:, cols] = np.clip(unit[:, cols] + offsets, 0.0, 1.0)
-        varied = space.from_unit(unit)
-        out = []
-        for row, moved in zip(rows, varied):
-            params = dict(parents[row])
-            params.update({d: moved[d] for d in dims})
-            out.append(Proposal(params=params, parent_id=int(parent_ids[row])))
-        return out
+
+def vary_around(space: ParamSpace, parents: pa.Table, n: int, rng: np.random.Generator, *, radius: float,
+                dims: tuple[str, ...] | None = None) -> list[Proposal]:
+    """``n`` variations of the rows of ``parents`` (``sample_id`` and one column per dimension).
+
+    The ``n`` are dealt round-robin in the rows' order (each gets ``n // P``, the first
+    ``n % P`` one more), grouped by parent, each with ``parent_id`` = its parent's
+    ``sample_id``. Each dimension of ``dims`` (default: all) moves by a uniform offset in
+    ``[-radius, radius]`` in unit-cube coordinates, clipped to ``[0, 1]``; every other
+    dimension keeps the parent's stored value exactly (module docstring).
+    """
+    dims = dims if dims is not None else space.names
+    rows_of = parents.select(list(space.names)).to_pylist()
+    parent_ids = parents["sample_id"].to_pylist()
+    counts = np.full(len(rows_of), n // len(rows_of))
+    counts[: n % len(rows_of)] += 1
+    rows = np.repeat(np.arange(len(rows_of)), counts)
+
+    cols = [space.names.index(d) for d in dims]
+    unit = space.to_unit(rows_of)[rows]
+    offsets = rng.uniform(-radius, radius, size=(n, len(cols)))
+    unit[:, cols] = np.clip(unit[:, cols] + offsets, 0.0, 1.0)
+    varied = space.from_unit(unit)
+    out = []
+    for row, moved in zip(rows, varied):
+        params = dict(rows_of[row])
+        params.update({d: moved[d] for d in dims})
+        out.append(Proposal(params=params, parent_id=int(parent_ids[row])))
+    return out

@@ -25,7 +25,7 @@ def loop_overhead(run: str) -> dict[str, float]:
     (planning, policy proposals, journaling, actor calls, store listing).
     """
     events = Journal(str(Path(run) / JOURNAL)).events()
-    steps = ("generated", "trained", "evaluated", "real_evaluated")
+    steps = ("generated", "trained", "evaluated", "test_evaluated", "real_evaluated")
     cycle_wall = sum(e["wall_s"] for e in events if e["event"] == "cycle_done")
     work = sum(e["wall_s"] for e in events if e["event"] in steps)
     return {"cycle_wall_s": cycle_wall, "work_s": work, "overhead_s": cycle_wall - work,

@@ -18,15 +18,22 @@ from loop.cli.progress import TrainProgressView, format_duration
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of everything random in the run.")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray).")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Generator workers (default: one per CPU).")
-@click.option("--real", "real_dir", default=None, help="Folder of real labelled images scored after every cycle.")
+@click.option("--real", "real", multiple=True, metavar="[NAME=]DIR",
+              help="Folder of real labelled images scored after every cycle; repeat for several named groups "
+                   "(NAME=DIR; a bare DIR is named after its folder).")
 @click.option("--encoder-weights", default=None, help="Local file of ImageNet encoder weights (never downloaded).")
+@click.option("--finetune-on", type=click.Choice(["new", "all"]), default=None,
+              help="Fine-tune each cycle on the new samples only or on all so far (default all).")
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Initial training samples (preset default).")
 @click.option("--n-val", type=click.IntRange(min=1), default=None, help="Validation samples (preset default).")
+@click.option("--n-test", type=click.IntRange(min=0), default=None,
+              help="Held-out synthetic test samples, never shown to a policy (preset default; 0 = none).")
 @click.option("--n-per-cycle", type=click.IntRange(min=1), default=None, help="New samples per cycle (preset default).")
 @click.option("--size", type=int, default=None, help="Image side in px (preset default).")
 def start(run: str | None, policy: str, preset: str, cycles: int | None, generator_name: str, seed: int,
-          address: str | None, workers: int | None, real_dir: str | None, encoder_weights: str | None,
-          n_train: int | None, n_val: int | None, n_per_cycle: int | None, size: int | None) -> None:
+          address: str | None, workers: int | None, real: tuple[str, ...], encoder_weights: str | None,
+          finetune_on: str | None, n_train: int | None, n_val: int | None, n_test: int | None,
+          n_per_cycle: int | None, size: int | None) -> None:
     """Start a run: cycle 0 (initial data, training, evaluation), then the adaptive cycles."""
     import time
 
@@ -34,8 +41,8 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
     from loop.run.lifecycle import start_run
 
     config = RunConfig.for_preset(preset, generator=generator_name, policy=policy, cycles=cycles, seed=seed,
-                                  workers=workers, real_dir=real_dir, n_train=n_train, n_val=n_val,
-                                  n_per_cycle=n_per_cycle, size=size)
+                                  workers=workers, real=real or None, finetune_on=finetune_on, n_train=n_train,
+                                  n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle, size=size)
     run = run or f"runs/{policy.split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
     with TrainProgressView(say=say) as view:
@@ -58,7 +65,7 @@ def resume(run: str, cycles: int | None, address: str | None) -> None:
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(run: str, as_json: bool) -> None:
-    """Where RUN is: per cycle, samples by policy, validation and real scores, wall time per stage."""
+    """Where RUN is: per cycle, samples by policy, validation, test and real scores, wall time per stage."""
     from loop.run.lifecycle import run_status
 
     info = run_status(run)
@@ -69,17 +76,28 @@ def status(run: str, as_json: bool) -> None:
     from rich.table import Table
 
     state = info["state"] + (f" (lock held by {info['lock_holder']})" if info["lock_holder"] else "")
-    table = Table(title=f"{info['run']} — {info['generator']}, policy {info['policy']}, preset {info['preset']}: {state}")
-    for column in ("cycle", "state", "samples", "val miou", "val error", "real miou", "real error", "s gen/train/eval"):
+    # The heading as a plain line: a long run path must not wrap the run's state away.
+    click.echo(f"{info['run']} — {info['generator']}, policy {info['policy']}, preset {info['preset']}: {state}")
+    table = Table()
+    # The held-out test set's scores beside the validation scores, when the run has one; each real
+    # group's mIoU beside the pooled real scores, when the run has groups.
+    has_test = any("test" in c for c in info["cycles"])
+    groups = list(dict.fromkeys(name for c in info["cycles"] for name in c.get("real_groups", {})))
+    columns = ["cycle", "state", "samples", "val miou", "val error", *(["test miou", "test error"] if has_test else []),
+               "real miou", "real error", *(f"{name} miou" for name in groups), "s gen/train/eval"]
+    for column in columns:
         table.add_column(column, no_wrap=column != "samples")
     for c in info["cycles"]:
-        val, real, wall = c.get("val", {}), c.get("real", {}), c["wall_s"]
+        val, test, real, wall = c.get("val", {}), c.get("test", {}), c.get("real", {}), c["wall_s"]
         table.add_row(
             str(c["cycle"]), c["state"], ", ".join(f"{k.split(':')[0]} {v}" for k, v in c["samples"].items()),
-            fmt(val.get("miou")), fmt(val.get("error")), fmt(real.get("miou")), fmt(real.get("error")),
+            fmt(val.get("miou")), fmt(val.get("error")),
+            *([fmt(test.get("miou")), fmt(test.get("error"))] if has_test else []),
+            fmt(real.get("miou")), fmt(real.get("error")),
+            *(fmt(c.get("real_groups", {}).get(name, {}).get("miou")) for name in groups),
             "/".join(fmt(wall.get(k), ".0f") for k in ("generated", "trained", "evaluated")),
         )
-    console = Console(width=max(100, Console().width))
+    console = Console(width=max(100 + 12 * (len(columns) - 8), Console().width))
     console.print(table)
     for c in info["cycles"]:
         if c["state"] != "done" and "train_progress" in c:

@@ -16,9 +16,21 @@ from loop.cli.output import echo_json, say
 @click.option("--preset", default=None, help="Training and data-size preset: paper, cpu (default), smoke.")
 @click.option("--cycles", type=int, default=None, help="Adaptive cycles after the shared cycle 0 (default 3).")
 @click.option("--generator", "generator_name", default=None, help="Generator (default grains).")
-@click.option("--real", "real_dir", default=None, help="Folder of real labelled images scored after every cycle.")
+@click.option("--real", "real", multiple=True, metavar="[NAME=]DIR",
+              help="Folder of real labelled images scored after every cycle; repeat for several named groups "
+                   "(NAME=DIR; a bare DIR is named after its folder), each reported alone and pooled.")
+@click.option("--primary", default=None, metavar="SOURCE:METRIC",
+              help="The one primary endpoint, declared up front, e.g. real:miou, test:miou, real/iron:error "
+                   "(default: real:miou with --real, else test:miou).")
+@click.option("--reference", default=None,
+              help="Policy every other is compared with on the primary endpoint (default random).")
+@click.option("--encoder-weights", default=None, help="Local file of ImageNet encoder weights (never downloaded).")
+@click.option("--finetune-on", type=click.Choice(["new", "all"]), default=None,
+              help="Fine-tune each cycle on the new samples only or on all so far (default all).")
 @click.option("--n-train", type=int, default=None, help="Initial training samples (preset default).")
 @click.option("--n-val", type=int, default=None, help="Validation samples (preset default).")
+@click.option("--n-test", type=int, default=None,
+              help="Held-out synthetic test samples, never shown to a policy (preset default; 0 = none).")
 @click.option("--n-per-cycle", type=int, default=None, help="New samples per cycle (preset default).")
 @click.option("--size", type=int, default=None, help="Image side in px (preset default).")
 @click.option("--parallel", type=int, default=None,
@@ -27,9 +39,10 @@ from loop.cli.output import echo_json, say
 @click.option("--report", "report_only", is_flag=True, help="Only re-render OUT's report and plots from its runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report's data as one JSON object.")
 def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str | None, cycles: int | None,
-                generator_name: str | None, real_dir: str | None, n_train: int | None, n_val: int | None,
-                n_per_cycle: int | None, size: int | None, parallel: int | None, address: str | None,
-                report_only: bool, as_json: bool) -> None:
+                generator_name: str | None, real: tuple[str, ...], primary: str | None, reference: str | None,
+                encoder_weights: str | None, finetune_on: str | None, n_train: int | None, n_val: int | None,
+                n_test: int | None, n_per_cycle: int | None, size: int | None, parallel: int | None,
+                address: str | None, report_only: bool, as_json: bool) -> None:
     """Compare sampling policies over seeds 1..N from a shared cycle 0: statistics, t-tests, plots in OUT.
 
     Resumes: finished runs are kept, half-finished ones resumed. Settings are frozen in
@@ -42,19 +55,18 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
 
     view = TrainProgressView(as_json=as_json, say=say)
     progress = (lambda line: None) if as_json else view.say
+    given = dict(policies=policies, seeds=seeds, preset=preset, cycles=cycles, generator=generator_name,
+                 real=real or None, primary=primary, reference=reference, encoder_weights=encoder_weights,
+                 finetune_on=finetune_on, n_train=n_train, n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle,
+                 size=size)
     if report_only:
-        given = dict(policies=policies, seeds=seeds, preset=preset, cycles=cycles, generator=generator_name,
-                     real_dir=real_dir, n_train=n_train, n_val=n_val, n_per_cycle=n_per_cycle, size=size)
         named = [k for k, v in given.items() if v is not None]
         if named:
             raise click.UsageError(f"--report re-renders OUT as it is; it takes no settings (got --{named[0].replace('_', '-')})")
         result = write_report(out, say=progress)
     else:
         with view:
-            result = compare(out, dict(policies=policies, seeds=seeds, preset=preset, cycles=cycles,
-                                       generator=generator_name, real_dir=real_dir, n_train=n_train, n_val=n_val,
-                                       n_per_cycle=n_per_cycle, size=size),
-                             address=address, parallel=parallel, say=progress, train_progress=view)
+            result = compare(out, given, address=address, parallel=parallel, say=progress, train_progress=view)
     if as_json:
         from loop.study.report import json_ready
 

@@ -10,19 +10,79 @@ cycle here) and ``smoke`` (a handful at 64 px, seconds; for tests).
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from loop.config.fields import ConfigError, DictFields, check_int, fail
+from loop.config.fields import ConfigError, DictFields, check_int, fail, set_field
 
 FINETUNE_DATA = ("new", "all")
 
-# preset -> (size, n_train, n_val, n_per_cycle)
-DATA_PRESETS: dict[str, tuple[int, int, int, int]] = {
-    "paper": (512, 3200, 1000, 1000),
-    "cpu": (128, 300, 100, 100),
-    "smoke": (64, 16, 8, 8),
+# preset -> (size, n_train, n_val, n_per_cycle, n_test)
+DATA_PRESETS: dict[str, tuple[int, int, int, int, int]] = {
+    "paper": (512, 3200, 1000, 1000, 1000),
+    "cpu": (128, 300, 100, 100, 100),
+    "smoke": (64, 16, 8, 8, 8),
 }
+
+RealGroups = tuple[tuple[str, str], ...]
+"""Named folders of real labelled images: ``(("iron", "/data/iron"), ("tbm", "/data/tbm"))``."""
+
+_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+
+def _real_group(item: Any, where: str) -> tuple[str, str]:
+    """One ``NAME=DIR`` (or a bare ``DIR``, named after its folder, or a ``(name, dir)`` pair)."""
+    if isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
+        name, folder, text = item[0].strip(), item[1].strip(), f"{item[0]}={item[1]}"
+    elif isinstance(item, str) and item.strip():
+        text = item.strip()
+        head, eq, tail = text.partition("=")
+        if eq and "/" not in head and os.sep not in head:  # NAME=DIR (a '=' inside a path is part of DIR)
+            name, folder = head.strip(), tail.strip()
+        else:
+            folder = text
+            name = text.rstrip("/").rsplit("/", 1)[-1]
+            if "://" not in text:
+                name = os.path.basename(os.path.abspath(text))
+    else:
+        raise fail(where, item, "NAME=DIR or DIR (a folder of real labelled images)")
+    if not name:
+        raise ConfigError(f"{where}: {text!r} has an empty name; expected NAME=DIR, e.g. iron=data/iron")
+    if not folder:
+        raise ConfigError(f"{where}: {text!r} names no folder; expected NAME=DIR, e.g. iron=data/iron")
+    if not _GROUP_NAME.match(name):
+        raise ConfigError(f"{where}: {text!r} gives the group name {name!r}; expected letters, digits, '_', '.' "
+                          "or '-' (write NAME=DIR to name it)")
+    if "://" not in folder:
+        folder = os.path.abspath(folder)
+    return name, folder
+
+
+def real_groups(value: Any, where: str = "real") -> RealGroups:
+    """Named real folders from ``value``: ``None`` or ``""`` (none), one ``NAME=DIR`` / ``DIR`` string,
+    a sequence of those or of ``(name, dir)`` pairs, or a mapping name -> dir. Local folders become
+    absolute paths; an empty name, an empty folder or a name given twice is a :class:`ConfigError`.
+    Whether the folders exist is checked where they are used (a run.toml may be read elsewhere)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items: list[Any] = [value]
+    elif isinstance(value, Mapping):
+        items = [(k, v) for k, v in value.items()]
+    elif isinstance(value, (tuple, list)):
+        items = list(value)
+    else:
+        raise fail(where, value, "NAME=DIR strings or (name, dir) pairs")
+    groups: list[tuple[str, str]] = []
+    for item in items:
+        name, folder = _real_group(item, where)
+        if any(name == seen for seen, _ in groups):
+            raise ConfigError(f"{where}: group name {name!r} is given twice; expected distinct names "
+                              "(write NAME=DIR to tell same-named folders apart)")
+        groups.append((name, folder))
+    return tuple(groups)
 
 
 @dataclass(frozen=True)
@@ -36,8 +96,14 @@ class RunConfig(DictFields):
     ones only (``"new"``), and evaluates. "all" is the default: fine-tuning a cpu-preset model
     on its 100 new samples alone lowered the validation mIoU from 0.66 to 0.51 in one cycle
     (it forgets); with the paper's 1000 new samples per cycle "new" is a fair choice. ``workers`` generator workers (0 = one per CPU of the cluster)
-    write batches of ``batch_size`` samples. ``real_dir``: a folder of real labelled images
-    scored after every cycle.
+    write batches of ``batch_size`` samples.
+
+    ``n_test``: a held-out synthetic test set drawn at cycle 0 from the initial policy with an
+    rng stream of its own, scored after every cycle and never shown to a policy; 0 (the
+    default of the dataclass, and so of a run.toml written before it existed) means none.
+    The presets set it (:data:`DATA_PRESETS`). ``real``: named folders of real labelled images
+    (:data:`RealGroups`), each scored after every cycle; a run.toml of before, with one
+    ``real_dir`` folder, loads as one group named after the folder.
     """
 
     generator: str = "grains"
@@ -53,7 +119,8 @@ class RunConfig(DictFields):
     batch_size: int = 16
     workers: int = 0
     finetune_on: str = "all"
-    real_dir: str | None = None
+    n_test: int = 0
+    real: RealGroups = ()
 
     def __post_init__(self) -> None:
         for name in ("generator", "policy", "initial_policy", "preset"):
@@ -66,6 +133,8 @@ class RunConfig(DictFields):
         check_int("run.n_train", self.n_train, 1, 10**8)
         check_int("run.n_val", self.n_val, 1, 10**8)
         check_int("run.n_per_cycle", self.n_per_cycle, 1, 10**8)
+        check_int("run.n_test", self.n_test, 0, 10**8)
+        set_field(self, "real", real_groups(self.real, "run.real"))
         check_int("run.batch_size", self.batch_size, 1, 10**5)
         check_int("run.workers", self.workers, 0, 100_000)
         if self.finetune_on not in FINETUNE_DATA:
@@ -76,9 +145,21 @@ class RunConfig(DictFields):
         """The run configuration of a preset's data sizes, with ``overrides`` (``None`` values ignored)."""
         if preset not in DATA_PRESETS:
             raise ConfigError(f"preset: expected one of {', '.join(DATA_PRESETS)}, got {preset!r}")
-        size, n_train, n_val, n_per_cycle = DATA_PRESETS[preset]
-        base = cls(preset=preset, size=size, n_train=n_train, n_val=n_val, n_per_cycle=n_per_cycle)
+        size, n_train, n_val, n_per_cycle, n_test = DATA_PRESETS[preset]
+        base = cls(preset=preset, size=size, n_train=n_train, n_val=n_val, n_per_cycle=n_per_cycle, n_test=n_test)
         return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str | None = None) -> "RunConfig":
+        """As :meth:`DictFields.from_dict`; the single ``real_dir`` folder of an older run.toml
+        becomes one group of ``real``."""
+        if isinstance(data, Mapping) and "real_dir" in data:
+            data = dict(data)
+            legacy = data.pop("real_dir")
+            if "real" in data:
+                raise ConfigError(f"{where or 'run'}: has both real_dir and real; expected one of them")
+            data["real"] = real_groups(legacy, f"{where or 'run'}.real_dir")
+        return super().from_dict(data, where=where)
 
     def with_cycles(self, cycles: int) -> "RunConfig":
         """The same run with a different number of adaptive cycles."""

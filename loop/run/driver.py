@@ -1,11 +1,14 @@
 """The cycle driver: generate → train → evaluate, cycle after cycle, journaled and resumable.
 
-Cycle 0 renders the fixed validation set and the initial training set, trains from scratch
-and scores the validation set. Cycle k asks the policy for new samples (from the parameter
-table and the validation metrics of cycle k-1), renders them, fine-tunes cycle k-1's model
-and scores again. Every step first looks in the journal: a step that finished is skipped, a
-step that did not is redone from what it fixed before dispatch (the batch plans are journaled
-before any batch is rendered), so a run killed anywhere and resumed ends with the same data.
+Cycle 0 renders the fixed validation set, the initial training set and the held-out test
+set (``n_test`` samples of the initial distribution, an rng stream of their own), trains
+from scratch and scores the validation and test sets. Cycle k asks the policy for new
+samples (from the parameter table and the validation metrics of cycle k-1, never a test
+row or score: :func:`policy_view`), renders them, fine-tunes cycle k-1's model and scores
+both sets again, and each named folder of real images. Every step first looks in the
+journal: a step that finished is skipped, a step that did not is redone from what it fixed
+before dispatch (the batch plans are journaled before any batch is rendered), so a run
+killed anywhere and resumed ends with the same data.
 
 While a model trains, the trainer's progress events (:func:`loop.train.fit.train`) go to the
 caller's ``train_progress`` sink as they come and to the journal as ``train_progress`` events
@@ -26,7 +29,7 @@ from generators import get_generator
 from loop.config.training import Preset
 from loop.run.generation import BatchPlan, next_ids, plan_batches, run_plans
 from loop.run.journal import Journal
-from loop.run.names import checkpoint_name, checkpoint_uri, val_metrics_name
+from loop.run.names import checkpoint_name, checkpoint_uri, test_metrics_name, val_metrics_name
 from loop.config.run import RunConfig
 from policies import PolicyView, Proposal, get_policy
 
@@ -50,6 +53,19 @@ def train_progress_record(cycle: int, event: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+TEST_SPLIT = "test"
+"""The split of the held-out synthetic test set."""
+# The rng streams of cycle 0's draws (cycle k > 0 proposes on stream 1).
+VAL_STREAM, TRAIN_STREAM, TEST_STREAM = 0, 1, 2
+
+
+def store_has_test_split() -> bool:
+    """Whether the store takes parameter rows of split ``test`` (``stores.tables.SPLITS``)."""
+    from stores.tables import SPLITS
+
+    return TEST_SPLIT in SPLITS
+
+
 def _plan_to_json(plan: BatchPlan) -> dict[str, Any]:
     return dataclasses.asdict(plan)
 
@@ -60,13 +76,16 @@ def _plan_from_json(data: dict[str, Any]) -> BatchPlan:
 
 def policy_view(store: Any, cycle: int) -> PolicyView:
     """What a policy sees when proposing cycle ``cycle``: the samples of earlier cycles and
-    the validation scores of the cycle before."""
+    the validation scores of the cycle before; never a held-out test sample or its score."""
     params = store.params()
     metrics = store.metrics()
+    test_ids = params.filter(pc.equal(params["split"], TEST_SPLIT))["sample_id"]
     if metrics.num_rows:
         metrics = metrics.filter(pc.equal(metrics["cycle"], cycle - 1))
-    return PolicyView(space=store.space, params=params.filter(pc.less(params["cycle"], cycle)),
-                      metrics=metrics, cycle=cycle)
+        if len(test_ids):
+            metrics = metrics.filter(pc.invert(pc.is_in(metrics["sample_id"], value_set=test_ids.combine_chunks())))
+    visible = pc.and_(pc.less(params["cycle"], cycle), pc.not_equal(params["split"], TEST_SPLIT))
+    return PolicyView(space=store.space, params=params.filter(visible), metrics=metrics, cycle=cycle)
 
 
 class CycleDriver:
@@ -103,7 +122,9 @@ class CycleDriver:
             self._generate(cycle)
             self._train(cycle)
             self._evaluate(cycle)
-            if self.config.real_dir:
+            if self._has_test():
+                self._evaluate(cycle, TEST_SPLIT)
+            if self.config.real:
                 self._evaluate_real(cycle)
             self.journal.append("cycle_done", cycle=cycle, wall_s=time.time() - started)
 
@@ -122,14 +143,26 @@ class CycleDriver:
         first_id, first_batch = next_ids(self.store)
         common = dict(batch_size=cfg.batch_size, seed=cfg.seed, cycle=cycle, size=cfg.size)
         if cycle == 0:
-            val = self._propose(cfg.initial_policy, cycle, cfg.n_val, stream=0)
-            train = self._propose(cfg.initial_policy, cycle, cfg.n_train, stream=1)
+            val = self._propose(cfg.initial_policy, cycle, cfg.n_val, stream=VAL_STREAM)
+            train = self._propose(cfg.initial_policy, cycle, cfg.n_train, stream=TRAIN_STREAM)
             val_plans = plan_batches(proposals=val, first_sample_id=first_id, first_batch=first_batch,
                                      split="val", **common)
             train_plans = plan_batches(proposals=train, first_sample_id=first_id + len(val),
                                        first_batch=first_batch + len(val_plans), split="train", **common)
-            return val_plans + train_plans
-        proposals = self._propose(cfg.policy, cycle, cfg.n_per_cycle, stream=1)
+            # The test set comes last, so a run's validation and training data do not depend on n_test.
+            n_test = cfg.n_test
+            if n_test and not store_has_test_split():
+                self.say(f"  test split: none; the store takes no {TEST_SPLIT!r} rows yet (stores.tables.SPLITS), "
+                         f"so run.n_test = {n_test} is not drawn")
+                n_test = 0
+            if not n_test:
+                return val_plans + train_plans
+            test = self._propose(cfg.initial_policy, cycle, n_test, stream=TEST_STREAM)
+            test_plans = plan_batches(proposals=test, first_sample_id=first_id + len(val) + len(train),
+                                      first_batch=first_batch + len(val_plans) + len(train_plans),
+                                      split=TEST_SPLIT, **common)
+            return val_plans + train_plans + test_plans
+        proposals = self._propose(cfg.policy, cycle, cfg.n_per_cycle, stream=TRAIN_STREAM)
         return plan_batches(proposals=proposals, first_sample_id=first_id, first_batch=first_batch,
                             split="train", **common)
 
@@ -197,25 +230,36 @@ class CycleDriver:
                             loss=result["epoch_losses"][-1], images_per_s=result["images_per_s"],
                             n_samples=result["n_samples"], wall_s=time.time() - started)
 
-    def _evaluate(self, cycle: int) -> None:
-        if self.journal.find("evaluated", cycle=cycle):
+    def _has_test(self) -> bool:
+        """Whether the run has a held-out test set: cycle 0 planned one (runs before it, and runs
+        with ``n_test = 0``, have none)."""
+        planned = self.journal.find("planned", cycle=0)
+        return bool(planned) and any(p["split"] == TEST_SPLIT for p in planned["plans"])
+
+    def _evaluate(self, cycle: int, split: str = "val") -> None:
+        """Score ``split`` (``val``, or the held-out ``test``) with cycle ``cycle``'s checkpoint."""
+        event = "evaluated" if split == "val" else f"{split}_evaluated"
+        if self.journal.find(event, cycle=cycle):
             return
         started = time.time()
-        name = val_metrics_name(cycle)
+        name = val_metrics_name(cycle) if split == "val" else test_metrics_name(cycle)
         if name not in self.store.metric_fragment_names():
             rows = self._call(self.evaluator.evaluate, self.store.uri,
-                              self._checked_checkpoint(cycle), {"split": "val"})
+                              self._checked_checkpoint(cycle), {"split": split})
             for row in rows:
                 row.update(cycle=cycle, checkpoint=checkpoint_name(cycle))
             self.journal.check()
             self.store.append_metrics(rows, name=name)
-        summary = self._val_summary(cycle)
-        self.say("  evaluate: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
-        self.journal.append("evaluated", cycle=cycle, summary=summary, wall_s=time.time() - started)
+        summary = self._summary(cycle, split)
+        self.say(f"  evaluate {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items()))
+        self.journal.append(event, cycle=cycle, summary=summary, wall_s=time.time() - started)
 
-    def _val_summary(self, cycle: int) -> dict[str, float]:
+    def _summary(self, cycle: int, split: str) -> dict[str, float]:
+        """Mean scores of cycle ``cycle`` over the samples of ``split``."""
+        params = self.store.params()
+        ids = params.filter(pc.equal(params["split"], split))["sample_id"].combine_chunks()
         metrics = self.store.metrics()
-        rows = metrics.filter(pc.equal(metrics["cycle"], cycle))
+        rows = metrics.filter(pc.and_(pc.equal(metrics["cycle"], cycle), pc.is_in(metrics["sample_id"], value_set=ids)))
         keys = [k for k in ("miou", "error", "boundary_f1", "loss") if k in rows.column_names]
         return {k: float(pc.mean(rows[k]).as_py()) for k in keys}
 
@@ -223,11 +267,18 @@ class CycleDriver:
         if self.journal.find("real_evaluated", cycle=cycle):
             return
         started = time.time()
-        result = self._call(self.evaluator.evaluate_real, self._checked_checkpoint(cycle),
-                            self.config.real_dir)
-        summary = {k: v for k, v in result.items() if isinstance(v, float)}
-        self.say("  real: " + ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if not k.endswith("_std")))
-        self.journal.append("real_evaluated", cycle=cycle, summary=summary, wall_s=time.time() - started)
+        groups: dict[str, dict[str, float]] = {}
+        images: list[dict[str, Any]] = []
+        for name, folder in self.config.real:
+            result = self._call(self.evaluator.evaluate_real, self._checked_checkpoint(cycle), folder)
+            groups[name] = {k: v for k, v in result.items() if isinstance(v, float)}
+            images += result["images"]
+            self.say(f"  real {name}: " + _scores_line(groups[name]))
+        summary = next(iter(groups.values())) if len(groups) == 1 else _pooled(images, groups)
+        if len(groups) > 1:
+            self.say("  real pooled: " + _scores_line(summary))
+        self.journal.append("real_evaluated", cycle=cycle, summary=summary, groups=groups,
+                            wall_s=time.time() - started)
 
     def _checked_checkpoint(self, cycle: int) -> str:
         """URI of cycle ``cycle``'s checkpoint, once its digest file holds the digest its ``trained``
@@ -246,3 +297,19 @@ class CycleDriver:
 
             return ray.get(method.remote(*args))
         return method(*args)
+
+
+def _scores_line(summary: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if not k.endswith("_std"))
+
+
+def _pooled(images: list[dict[str, Any]], groups: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The scores of every real image of every group together (each image counts once)."""
+    import pyarrow as pa
+
+    from loop.evaluate.scoring import summarize_metrics
+
+    table = pa.Table.from_pylist(images)
+    columns = [k for k in next(iter(groups.values())) if not k.endswith("_std") and k in table.column_names]
+    summary = summarize_metrics(table, columns)
+    return {k: v for k, v in summary.items() if isinstance(v, float)}

@@ -2,8 +2,9 @@
 
 The paper fine-tunes every compared policy from one common start (§3.3). A fork is that
 start made into a normal run directory: it holds the base run's cycle-0 samples (the
-validation set and the initial training set, same sample ids, batches and bytes), the
-cycle-0 validation scores, the cycle-0 checkpoint and the journal's cycle-0 events, and its
+validation set, the initial training set and the held-out test set, same sample ids, batches
+and bytes), the cycle-0 validation and test scores, the cycle-0 checkpoint and the journal's
+cycle-0 events, and its
 own ``run.toml`` whose run config differs from the base's only in ``policy`` and
 ``cycles``. ``loop resume FORK`` (or :func:`loop.run.lifecycle.resume_run`) then runs cycles 1..C;
 ``loop status`` reads it as any run.
@@ -26,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loop.run.journal import Journal
-from loop.run.names import CHECKPOINTS, JOURNAL, checkpoint_name, val_metrics_name
+from loop.run.driver import TEST_SPLIT
+from loop.run.names import CHECKPOINTS, JOURNAL, checkpoint_name, test_metrics_name, val_metrics_name
 from loop.config.run import run_config_from
 from policies import get_policy
 from loop.errors import InputError
@@ -34,7 +36,7 @@ from stores.location import Location
 
 STAGING_SUFFIX = ".forking"
 # Journal events of a cycle that the driver looks up to skip finished steps.
-CYCLE_EVENTS = ("planned", "generated", "trained", "evaluated", "real_evaluated", "cycle_done")
+CYCLE_EVENTS = ("planned", "generated", "trained", "evaluated", "test_evaluated", "real_evaluated", "cycle_done")
 # Columns a batch is written with (the store adds batch, generator, generator_version, created_at).
 KEY_COLUMNS = ("sample_id", "cycle", "split", "policy", "parent_id", "seed", "label")
 
@@ -145,14 +147,23 @@ def _copy_samples(source: Any, fork: Any) -> int:
 
 
 def _copy_metrics(source: Any, fork: Any) -> None:
+    """Copy the cycle-0 scores: the validation scores, and the held-out test scores when the base
+    has a test set, each into its own fragment as the driver writes them."""
     metrics = source.metrics()
     rows = metrics.filter(pc.equal(metrics["cycle"], 0))
-    if rows.num_rows == 0:
+    params = source.params()
+    test_ids = params.filter(pc.equal(params["split"], TEST_SPLIT))["sample_id"].combine_chunks()
+    is_test = pc.is_in(rows["sample_id"], value_set=test_ids)
+    val, test = rows.filter(pc.invert(is_test)), rows.filter(is_test)
+    if val.num_rows == 0:
         raise ForkError(f"base run {source.uri}: has no cycle-0 validation scores; expected the fragment "
                         f"{val_metrics_name(0)}")
-    metric_columns = [c for c in rows.column_names if c != "created_at"
-                      and (c in ("sample_id", "cycle", "checkpoint") or pc.sum(pc.is_valid(rows[c])).as_py())]
-    fork.append_metrics(rows.select(metric_columns), name=val_metrics_name(0))
+    for name, part in ((val_metrics_name(0), val), (test_metrics_name(0), test)):
+        if part.num_rows == 0:
+            continue
+        metric_columns = [c for c in part.column_names if c != "created_at"
+                          and (c in ("sample_id", "cycle", "checkpoint") or pc.sum(pc.is_valid(part[c])).as_py())]
+        fork.append_metrics(part.select(metric_columns), name=name)
 
 
 def _copy_checkpoint(source: Any, fork: Any, name: str, recorded: str | None) -> None:

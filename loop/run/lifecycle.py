@@ -10,12 +10,12 @@ import pyarrow.compute as pc
 
 from generators import get_generator
 from loop.config.training import ConfigError, ModelConfig, Preset, TrainConfig, get_preset
-from loop.run.driver import CycleDriver, TrainProgress
+from loop.run.driver import TEST_SPLIT, CycleDriver, TrainProgress
 from loop.run.journal import Journal
 from loop.run.names import CHECKPOINTS, JOURNAL, checkpoint_cycles
 from loop.run.lock import RunLock
 from loop.run.ray_session import ray_session
-from loop.config.run import RunConfig, run_config_from
+from loop.config.run import RealGroups, RunConfig, run_config_from
 from policies import get_policy
 from loop.errors import InputError
 from loop.train.checkpoints import remove_temporaries
@@ -26,12 +26,34 @@ class RunError(InputError):
     """A run cannot be started or resumed as asked."""
 
 
-def check_run_config(config: RunConfig) -> None:
-    """Fail early, before anything is written, on an unknown generator, policy or preset."""
-    get_generator(config.generator)
-    get_policy(config.policy)
-    get_policy(config.initial_policy)
+def check_real_folders(groups: RealGroups) -> None:
+    """Each named real folder must exist and be laid out as :class:`loop.evaluate.real.RealFolder` reads it."""
+    from loop.evaluate.real import RealDataError, RealFolder
+
+    for name, folder in groups:
+        try:
+            RealFolder(folder)
+        except RealDataError as err:
+            raise RunError(f"real group {name!r}: {err}") from None
+
+
+def check_run_config(config: RunConfig, *, real_folders: bool = True) -> None:
+    """Fail early, before anything is written, on an unknown generator, policy or preset, a policy
+    that names dimensions the generator's space lacks, or (with ``real_folders``) a missing or
+    badly laid out real folder."""
+    from policies import PolicyError
+
+    generator = get_generator(config.generator)
+    for field in ("policy", "initial_policy"):
+        spec = getattr(config, field)
+        policy = get_policy(spec)
+        try:
+            policy.check_space(generator.space)
+        except PolicyError as err:
+            raise PolicyError(f"run.{field} {spec!r} does not fit the {generator.name} generator's space: {err}") from None
     get_preset(config.preset)
+    if real_folders:
+        check_real_folders(config.real)
 
 
 def resolved_preset(config: RunConfig, encoder_weights: str | None = None) -> Preset:
@@ -169,7 +191,13 @@ def _cycles_done(journal: Journal) -> list[int]:
 
 
 def run_status(run: str) -> dict[str, Any]:
-    """Where run ``run`` is: per cycle, samples by policy, validation and real scores, wall time per stage.
+    """Where run ``run`` is: per cycle, samples by policy, validation, test and real scores, wall time per stage.
+
+    A cycle's ``samples`` count the ``val`` and ``test`` rows by split and the training rows by
+    policy; ``val`` and ``test`` hold the mean scores of the validation and held-out test sets
+    (``test`` only in a run that has one), ``real`` the pooled real-image scores and
+    ``real_groups`` those of each named folder (runs scored on one folder before groups existed
+    have ``real`` only).
 
     A cycle's ``state``: ``done``, ``pending`` (not begun: no journal event, no sample), or, when
     begun and unfinished, ``running`` while a live process holds the run lock (``lock_holder``, see
@@ -193,7 +221,7 @@ def run_status(run: str) -> dict[str, Any]:
         rows = params.filter(pc.equal(params["cycle"], cycle))
         by_policy: dict[str, int] = {}
         for split, policy in zip(rows["split"].to_pylist(), rows["policy"].to_pylist()):
-            key = "val" if split == "val" else policy
+            key = split if split in ("val", TEST_SPLIT) else policy
             by_policy[key] = by_policy.get(key, 0) + 1
         entry: dict[str, Any] = {"cycle": cycle, "samples": by_policy, "wall_s": {}}
         begun = bool(by_policy)
@@ -202,12 +230,17 @@ def run_status(run: str) -> dict[str, Any]:
                 continue
             begun = True  # planned at least
             kind = event["event"]
-            if kind in ("generated", "trained", "evaluated", "real_evaluated", "cycle_done"):
+            if kind in ("generated", "trained", "evaluated", "test_evaluated", "real_evaluated", "cycle_done"):
                 entry["wall_s"][kind] = round(float(event["wall_s"]), 2)
             if kind == "evaluated":
                 entry["val"] = event["summary"]
+            if kind == "test_evaluated":
+                entry["test"] = event["summary"]
             if kind == "real_evaluated":
                 entry["real"] = {k: v for k, v in event["summary"].items() if not k.endswith("_std")}
+                if "groups" in event:  # runs before real groups scored one folder: no per-group scores
+                    entry["real_groups"] = {name: {k: v for k, v in summary.items() if not k.endswith("_std")}
+                                            for name, summary in event["groups"].items()}
             if kind == "train_progress":
                 entry["train_progress"] = {k: v for k, v in event.items() if k not in ("event", "cycle")}
         entry["state"] = "done" if "cycle_done" in entry["wall_s"] else (unfinished if begun else "pending")

@@ -6,6 +6,7 @@
     RUN/checkpoints/cycle_NNN.pt      model weights of cycle N (+ ``.sha256``), N >= 3 digits
     RUN/reports/real_cycle_NNN/       scores and overlays of cycle N's checkpoint on real images
     metrics fragment ``val_cNNN``     the validation scores of cycle N
+    metrics fragment ``test_cNNN``    the held-out test scores of cycle N
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def checkpoint_cycle(name: str) -> int | None:
 def val_metrics_name(cycle: int) -> str:
     """Name of the metric fragment holding the validation scores of cycle ``cycle``."""
     return f"val_c{cycle:03d}"
+
+
+def test_metrics_name(cycle: int) -> str:
+    """Name of the metric fragment holding the held-out test scores of cycle ``cycle``."""
+    return f"test_c{cycle:03d}"
 
 
 def real_report_name(cycle: int) -> str:

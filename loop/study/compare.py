@@ -117,7 +117,8 @@ def _finished(run: str, cycles: int) -> bool:
 
 
 def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | None, say: Say,
-               train_progress: Callable[[dict[str, Any]], None] | None = None) -> str:
+               train_progress: Callable[[dict[str, Any]], None] | None = None,
+               encoder_weights: str | None = None) -> str:
     """Bring ``run`` to cycle ``config.cycles``: skip it, resume it, or start (or fork from ``base``) it.
     Returns what was done: ``"skipped"``, ``"resumed"``, ``"started"`` or ``"forked"``."""
     from loop.run.fork import fork_run
@@ -137,7 +138,8 @@ def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | 
                    train_progress=train_progress)
         return "resumed"
     if base is None:
-        start_run(run, config, address=address, say=say, train_progress=train_progress)
+        start_run(run, config, address=address, encoder_weights=encoder_weights, say=say,
+                  train_progress=train_progress)
         return "started"
     fork_run(base, run, policy=config.policy, cycles=config.cycles, say=say)
     resume_run(run, address=address, say=say, train_progress=train_progress)
@@ -154,19 +156,23 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
     (:data:`loop.run.driver.TrainProgress`), ``label`` naming the run (``seed 1/3 random``).
     Raises :class:`CompareError` when some runs failed (the report still covers the rest).
     """
+    from loop.config.fields import ConfigError
+    from loop.config.run import real_groups
+    from loop.run.lifecycle import check_real_folders
     from loop.run.ray_session import cluster_resources, ray_session
-    from loop.evaluate.real import RealFolder
     from loop.study.report import write_report
 
     if parallel is not None and (isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1):
         raise CompareError(f"parallel: expected an integer >= 1, got {parallel!r}")
     if "policies" in given and isinstance(given["policies"], str):
         given = {**given, "policies": split_policies(given["policies"])}
-    if given.get("real_dir"):
-        RealFolder(given["real_dir"])  # a missing or badly laid out folder fails now, not after cycle 0
-    config = resolve_settings(out, given)
-    if config.real_dir:
-        RealFolder(config.real_dir)
+    if given.get("real"):  # a missing or badly laid out folder fails now, before compare.toml is written
+        try:
+            check_real_folders(real_groups(given["real"], "--real"))
+        except ConfigError as err:
+            raise CompareError(str(err)) from None
+    config = resolve_settings(out, given)  # a bad primary endpoint or reference fails here
+    check_real_folders(config.real)
     started = time.time()
     total = config.seeds * (1 + len(config.policies))
     done = 0
@@ -183,7 +189,7 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
             tell(f"{run}")
             sink = None if train_progress is None else (lambda record: train_progress(record, label))
             what = _drive_run(run, config.run_config(seed, policy), base=base, address=address, say=tell,
-                              train_progress=sink)
+                              train_progress=sink, encoder_weights=config.encoder_weights)
             with lock:
                 done += 1
                 count = done

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping
 
 import tomli_w
 
-from loop.config.run import DATA_PRESETS, RunConfig
+from loop.config.fields import ConfigError
+from loop.config.run import DATA_PRESETS, FINETUNE_DATA, RealGroups, RunConfig, real_groups
 from loop.errors import InputError
 from stores.location import Location
 
@@ -46,6 +47,36 @@ def split_policies(text: str) -> tuple[str, ...]:
     return tuple(policies)
 
 
+ENDPOINT_METRICS = ("miou", "error", "boundary_f1")
+"""The metrics a comparison reports (per source), and so the metrics a primary endpoint may name."""
+BASE_SOURCES = ("val", "test", "real")
+"""Score sources: the synthetic validation set, the held-out synthetic test set, the real images
+pooled; each real group ``NAME`` is the source ``real/NAME``."""
+DEFAULT_REFERENCE = "random"
+
+
+def real_source(name: str) -> str:
+    """The score source of real group ``name``."""
+    return f"real/{name}"
+
+
+def parse_endpoint(text: Any, sources: tuple[str, ...], where: str = "--primary") -> tuple[str, str]:
+    """``"SOURCE:METRIC"`` -> ``(source, metric)``; a malformed text, a source not in ``sources`` or a
+    metric not in :data:`ENDPOINT_METRICS` is a :class:`CompareError` naming the value and the choices."""
+    choices = ", ".join(f"{s}:{m}" for s in sources[:1] for m in ENDPOINT_METRICS[:1])
+    if not isinstance(text, str) or text.count(":") != 1:
+        raise CompareError(f"{where} {text!r}: expected SOURCE:METRIC, e.g. {choices}; sources: "
+                           f"{', '.join(sources)}; metrics: {', '.join(ENDPOINT_METRICS)}")
+    source, metric = (part.strip() for part in text.split(":"))
+    if source not in sources:
+        missing = {"test": " (test needs n_test > 0)", "real": " (real needs --real)"}.get(source, "")
+        raise CompareError(f"{where} {text!r}: unknown source {source!r}{missing}; expected one of "
+                           f"{', '.join(sources)}")
+    if metric not in ENDPOINT_METRICS:
+        raise CompareError(f"{where} {text!r}: unknown metric {metric!r}; expected one of {', '.join(ENDPOINT_METRICS)}")
+    return source, metric
+
+
 def policy_slug(policy: str) -> str:
     """Folder name of a policy's runs: the spec with every character other than letters,
     digits, ``.``, ``=`` and ``-`` turned into ``_`` (``worst:k=0.1,m=10`` → ``worst_k=0.1_m=10``)."""
@@ -58,7 +89,17 @@ class CompareConfig:
 
     ``policies`` are policy specs (:func:`policies.get_policy`), each run for ``cycles``
     adaptive cycles after the shared cycle 0; ``seeds`` runs per policy, seeds 1..N. Data
-    sizes default to the preset's (:data:`loop.config.run.DATA_PRESETS`).
+    sizes default to the preset's (:data:`loop.config.run.DATA_PRESETS`), the held-out test
+    set's (``n_test``) too. ``real``: named real folders (:data:`loop.config.run.RealGroups`;
+    a compare.toml of before, with one ``real_dir``, loads as one group). ``encoder_weights``
+    (a local file) starts the cycle-0 model's encoder; ``finetune_on`` as in
+    :class:`loop.config.run.RunConfig`.
+
+    ``primary``: the one primary endpoint, ``SOURCE:METRIC`` (:func:`parse_endpoint`), declared
+    before any run: by default the real images' mIoU when there are real folders, else the
+    held-out test set's (``error`` for classification generators). ``reference``: the policy
+    every other is compared with on it (default ``random`` when compared, else the first).
+    Both are resolved and frozen at construction, so compare.toml holds them.
     """
 
     policies: tuple[str, ...]
@@ -71,7 +112,12 @@ class CompareConfig:
     n_val: int | None = None
     n_per_cycle: int | None = None
     size: int | None = None
-    real_dir: str | None = None
+    n_test: int | None = None
+    real: RealGroups = ()
+    encoder_weights: str | None = None
+    finetune_on: str = "all"
+    primary: str | None = None
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         from policies import get_policy
@@ -101,12 +147,56 @@ class CompareConfig:
             raise CompareError(f"preset: expected one of {', '.join(DATA_PRESETS)}, got {self.preset!r}")
         # Resolve the preset's data sizes now, so that compare.toml holds numbers, not defaults.
         resolved = RunConfig.for_preset(self.preset, n_train=self.n_train, n_val=self.n_val,
-                                        n_per_cycle=self.n_per_cycle, size=self.size)
-        for name in ("n_train", "n_val", "n_per_cycle", "size"):
+                                        n_per_cycle=self.n_per_cycle, size=self.size, n_test=self.n_test)
+        for name in ("n_train", "n_val", "n_per_cycle", "size", "n_test"):
             object.__setattr__(self, name, getattr(resolved, name))
-        if self.real_dir is not None and "://" not in self.real_dir:
-            object.__setattr__(self, "real_dir", os.path.abspath(self.real_dir))
+        try:
+            object.__setattr__(self, "real", real_groups(self.real, "--real"))
+        except ConfigError as err:
+            raise CompareError(str(err)) from None
+        if self.finetune_on not in FINETUNE_DATA:
+            raise CompareError(f"finetune_on: expected one of {', '.join(FINETUNE_DATA)}, got {self.finetune_on!r}")
+        if self.encoder_weights is not None:
+            if not isinstance(self.encoder_weights, str) or not os.path.isfile(self.encoder_weights):
+                raise CompareError(f"encoder_weights: {self.encoder_weights!r} is not a file; expected a local "
+                                   "file of ImageNet encoder weights")
+            object.__setattr__(self, "encoder_weights", os.path.abspath(self.encoder_weights))
+        object.__setattr__(self, "reference", self._resolved_reference())
+        if self.primary is None:
+            from generators import get_generator
+
+            metric = "error" if get_generator(self.generator).task == "classification" else "miou"
+            object.__setattr__(self, "primary", f"{'real' if self.real else 'test'}:{metric}")
+        source, metric = parse_endpoint(self.primary, self.sources)
+        object.__setattr__(self, "primary", f"{source}:{metric}")
         self.run_config(1)  # checks generator, policies and preset together
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The score sources of this comparison: ``val``, ``test`` (with a test set), ``real`` and
+        ``real/NAME`` per group (with real folders)."""
+        out = ["val", *(["test"] if self.n_test else [])]
+        if self.real:
+            out += ["real", *(real_source(name) for name, _ in self.real)]
+        return tuple(out)
+
+    def _resolved_reference(self) -> str:
+        from policies import get_policy
+
+        if self.reference is None:
+            default = get_policy(DEFAULT_REFERENCE).name
+            return next((p for p in self.policies if get_policy(p).name == default), self.policies[0])
+        if not isinstance(self.reference, str) or not self.reference.strip():
+            raise CompareError(f"--reference {self.reference!r}: expected one of the compared policies "
+                               f"{', '.join(self.policies)}")
+        try:
+            wanted = get_policy(self.reference).name
+        except InputError:
+            wanted = None
+        for p in self.policies:
+            if p == self.reference.strip() or get_policy(p).name == wanted:
+                return p
+        raise CompareError(f"--reference {self.reference!r}: not one of the compared policies {', '.join(self.policies)}")
 
     def run_config(self, seed: int, policy: str | None = None) -> RunConfig:
         """The run config of seed ``seed``: the base run (``policy=None``, cycle 0 only) or a policy's run."""
@@ -116,20 +206,25 @@ class CompareConfig:
             self.preset, generator=self.generator, initial_policy=self.initial_policy,
             policy=policy or self.initial_policy, cycles=self.cycles if policy else 0, seed=seed,
             n_train=self.n_train, n_val=self.n_val, n_per_cycle=self.n_per_cycle, size=self.size,
-            real_dir=self.real_dir,
+            n_test=self.n_test, real=self.real, finetune_on=self.finetune_on,
         )
-        check_run_config(config)
+        check_run_config(config, real_folders=False)  # compare() checks them; a report needs none
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        """TOML-ready form (``None`` fields left out)."""
+        """TOML-ready form (``None`` fields left out; ``real`` as [name, dir] pairs)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         out["policies"] = list(self.policies)
+        out["real"] = [list(group) for group in self.real]
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = SETTINGS_FILE) -> "CompareConfig":
-        """Rebuild from :meth:`to_dict`; unknown keys raise :class:`CompareError` naming ``where``."""
+        """Rebuild from :meth:`to_dict`; unknown keys raise :class:`CompareError` naming ``where``.
+        The single ``real_dir`` of an older compare.toml becomes one real group."""
+        data = dict(data)
+        if "real_dir" in data and "real" not in data:
+            data["real"] = data.pop("real_dir")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -179,7 +274,9 @@ def resolve_settings(out: str, given: Mapping[str, Any]) -> CompareConfig:
 
 
 def _show(value: Any) -> str:
-    return ",".join(value) if isinstance(value, tuple) else repr(value)
+    if isinstance(value, tuple):
+        return ",".join("=".join(v) if isinstance(v, tuple) else str(v) for v in value)
+    return repr(value)
 
 
 def run_dir(out: str, seed: int, policy: str | None = None) -> str:

@@ -6,10 +6,19 @@ analysis), so ``loop compare --report OUT`` re-renders the same numbers without 
 anything, and works on a comparison that is still going (only seeds whose every policy run
 has finished enter the statistics).
 
-Tables follow the paper's Tables 1–2: per policy and metric the mean ± standard deviation
-over the seeds of the final cycle's score, and a 99 % confidence interval (Agresti–Coull
-for the error rate, t for the others; :mod:`loop.study.statistics`); then a paired two-tailed
-t-test for every pair of policies over the same seeds.
+The report opens with the one **primary endpoint** frozen in compare.toml before any run
+(``SOURCE:METRIC``, e.g. ``real:miou``): each policy's paired difference to the reference
+policy with a 95 % t-interval, the paired t-test and the Wilcoxon signed-rank test (t's
+p-values Holm-adjusted over those comparisons), and a one-line verdict. Then the final
+scores of every source side by side (synthetic validation, held-out synthetic test, real
+images pooled and per named group).
+
+Everything else is **secondary**: tables after the paper's Tables 1–2, per source — per
+policy and metric the mean ± standard deviation over the seeds of the final cycle's score and
+a 99 % confidence interval (Agresti–Coull for the error rate with the paper's n = N²
+convention, t for the others; :mod:`loop.study.statistics`), then a paired two-tailed t-test
+for every pair of policies over the same seeds, with p-values Holm-adjusted over the whole
+secondary family (every such test of every source and metric).
 """
 
 from __future__ import annotations
@@ -24,12 +33,36 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from stores.location import Location
-from loop.study.compare_settings import BASE, CompareConfig, CompareError, read_settings, run_dir
-from loop.study.statistics import CONFIDENCE, RATE_METRICS, SIGNIFICANCE, pairwise_tests, summarize
+from loop.study.compare_settings import (
+    BASE, ENDPOINT_METRICS, CompareConfig, CompareError, read_settings, real_source, run_dir,
+)
+from loop.study.statistics import (
+    CONFIDENCE, PRIMARY_CONFIDENCE, RATE_METRICS, SIGNIFICANCE, compare_to_reference, holm, pairwise_tests,
+    summarize,
+)
 
-REPORT_METRICS = ("miou", "error", "boundary_f1")
-SOURCES = {"val": "synthetic validation set", "real": "real images"}
+REPORT_METRICS = ENDPOINT_METRICS
+SOURCES = {"val": "synthetic validation set", "test": "held-out synthetic test set", "real": "real images"}
+"""The sources every comparison may have; each real group ``NAME`` adds ``real/NAME``."""
+METRIC_NAMES = {"miou": "mIoU", "error": "error", "boundary_f1": "boundary F1"}
 PLOTS_DIR = "plots"
+
+
+def source_label(source: str) -> str:
+    """How the report names a score source: ``real/iron`` -> ``real images, group iron``."""
+    if source.startswith("real/"):
+        return f"real images, group {source.split('/', 1)[1]}"
+    return SOURCES[source] + (" (all groups pooled)" if source == "real" else "")
+
+
+def _status_scores(cycle: Mapping[str, Any], source: str) -> dict[str, Any] | None:
+    """The scores of ``source`` in one cycle of :func:`loop.run.lifecycle.run_status`."""
+    if source.startswith("real/"):
+        groups = cycle.get("real_groups")
+        if groups is None and cycle.get("real") is not None:
+            return None  # a run scored before groups existed: pooled only
+        return (groups or {}).get(source.split("/", 1)[1])
+    return cycle.get(source)
 
 
 def collect(out: str) -> dict[str, Any]:
@@ -53,12 +86,12 @@ def collect(out: str) -> dict[str, Any]:
         for policy in (None, *config.policies):
             run = run_dir(out, seed, policy)
             entry: dict[str, Any] = {"seed": seed, "policy": policy or BASE, "run": run, "state": "absent",
-                                     "cycles": {"val": [], "real": []}}
+                                     "cycles": {source: [] for source in config.sources}}
             last = config.cycles if policy else 0
             if RunStore.exists(run):
                 status = run_status(run)
-                for source in SOURCES:
-                    entry["cycles"][source] = [c.get(source) if c["state"] == "done" else None
+                for source in config.sources:
+                    entry["cycles"][source] = [_status_scores(c, source) if c["state"] == "done" else None
                                                for c in status["cycles"]]
                 done = [c["cycle"] for c in status["cycles"] if c["state"] == "done"]
                 entry["state"] = ("finished" if last in done else
@@ -89,12 +122,14 @@ def _metrics(data: Mapping[str, Any], source: str) -> list[str]:
 
 def statistics(data: Mapping[str, Any]) -> dict[str, Any]:
     """Summaries and paired tests of the final cycle over the complete seeds, per source and metric,
-    plus per-cycle mean ± sd and each seed's final values (for the plots)."""
+    plus per-cycle mean ± sd and each seed's final values (for the plots). Every test but the
+    primary endpoint's comparisons with the reference gets its Holm-adjusted p (``p_holm``) over
+    that secondary family."""
     config: CompareConfig = data["config"]
     seeds = data["complete_seeds"]
     runs = data["runs"]
     out: dict[str, Any] = {}
-    for source in SOURCES:
+    for source in config.sources:
         metrics = _metrics(data, source)
         if not metrics:
             continue
@@ -123,7 +158,80 @@ def statistics(data: Mapping[str, Any]) -> dict[str, Any]:
                 curves[p] = rows
             block["per_cycle"][metric] = curves
         out[source] = block
+    primary_source, primary_metric = config.primary.split(":")
+    secondary = []
+    for source, block in out.items():
+        for metric, tests in block["tests"].items():
+            for t in tests:
+                t["primary"] = (source, metric) == (primary_source, primary_metric) and config.reference in (t["a"], t["b"])
+                if not t["primary"]:
+                    secondary.append(t)
+    for t, p in zip(secondary, holm([t["p_value"] for t in secondary])):
+        t["p_holm"] = p
     return out
+
+
+def primary_endpoint(config: CompareConfig, stats: Mapping[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """The primary endpoint's comparisons: each policy against the reference on ``config.primary``
+    over the complete seeds (:func:`loop.study.statistics.compare_to_reference`), and the verdict."""
+    source, metric = config.primary.split(":")
+    final = stats.get(source, {}).get("final", {}).get(metric, {})
+    result: dict[str, Any] = {"endpoint": config.primary, "source": source, "metric": metric,
+                              "reference": config.reference, "confidence": PRIMARY_CONFIDENCE, "n": len(seeds),
+                              "comparisons": []}
+    if config.reference in final and len(final) > 1:
+        result["comparisons"] = [c.to_dict() for c in compare_to_reference(final, config.reference)]
+    result["verdict"] = _primary_verdict(result)
+    return result
+
+
+def _primary_verdict(primary: Mapping[str, Any]) -> str:
+    from policies import METRIC_HIGHER_IS_BETTER
+
+    name = f"{source_label(primary['source'])} {METRIC_NAMES.get(primary['metric'], primary['metric'])}"
+    if not primary["comparisons"]:
+        return (f"no verdict yet: no complete seed has {name} for {primary['reference']} and another policy.")
+    higher = METRIC_HIGHER_IS_BETTER.get(primary["metric"], True)
+    parts = []
+    for c in primary["comparisons"]:
+        diff = c["mean_difference"]
+        better = "better" if (diff > 0) == higher else "worse"
+        ci = f"{int(c['confidence'] * 100)} % CI [{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
+        if c["significant"]:
+            parts.append(f"{c['a']} is {better} than {c['b']} by {abs(diff):.4f} ({ci}, Holm p = {_p(c['p_holm'])})")
+        elif not math.isfinite(c["p_holm"]):
+            parts.append(f"{c['a']} − {c['b']} {diff:+.4f}: untestable with these seeds (N = {c['n']})")
+        else:
+            parts.append(f"{c['a']} does not differ significantly from {c['b']} ({diff:+.4f}, {ci}, "
+                         f"Holm p = {_p(c['p_holm'])})")
+    return f"on {name} after N = {primary['n']} seeds: " + "; ".join(parts) + "."
+
+
+def _primary_table(primary: Mapping[str, Any]) -> list[str]:
+    confidence = int(primary["confidence"] * 100)
+    lines = [f"| policy − {primary['reference']} | mean difference | {confidence} % CI (paired t) | t | p (paired t) "
+             f"| p (Holm) | p (Wilcoxon) | seeds |", "|---|---|---|---|---|---|---|---|"]
+    for c in primary["comparisons"]:
+        lines.append(f"| {c['a']} − {c['b']} | {c['mean_difference']:+.4f} | [{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}] "
+                     f"| {_fmt(c['t_statistic'], '.3f')} | {_p(c['p_t'])} | {_p(c['p_holm'])} | {_p(c['p_wilcoxon'])} "
+                     f"| {c['n']} |")
+    return lines
+
+
+def _side_by_side(stats: Mapping[str, Any], policies: Sequence[str], metric: str) -> list[str]:
+    """One metric's final mean ± sd per policy, one column per source (val, test, real, groups)."""
+    sources = [s for s, block in stats.items() if metric in block["metrics"]]
+    if not sources:
+        return []
+    lines = ["| policy | " + " | ".join(sources) + " |", "|---|" + "---|" * len(sources)]
+    for name in [*policies, None]:
+        cells = []
+        for source in sources:
+            block = stats[source]
+            summary = block["cycle0"].get(metric) if name is None else block["summary"][metric].get(name)
+            cells.append(f"{_fmt(summary['mean'])} ± {_fmt(summary['sd'])}" if summary else "n/a")
+        lines.append(f"| {name or 'cycle 0 (common start)'} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
@@ -155,12 +263,15 @@ def _summary_table(block: Mapping[str, Any], policies: Sequence[str]) -> list[st
 
 
 def _tests_table(block: Mapping[str, Any]) -> list[str]:
-    lines = ["| metric | difference | mean difference | t | p | p < 0.05 | seeds |", "|---|---|---|---|---|---|---|"]
+    lines = ["| metric | difference | mean difference | t | p | p < 0.05 | p (Holm) | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
     for metric in block["metrics"]:
         for t in block["tests"][metric]:
+            holm_p = t.get("p_holm", math.nan)
             lines.append(f"| {metric} | {t['a']} − {t['b']} | {t['mean_difference']:+.4f} | "
                          f"{_fmt(t['t_statistic'], '.3f')} | {_p(t['p_value'])} | "
-                         f"{'yes' if t['significant'] else 'no'} | {t['n']} |")
+                         f"{'yes' if t['significant'] else 'no'} | "
+                         f"{'primary (above)' if t.get('primary') else _p(holm_p)} | {t['n']} |")
     return lines
 
 
@@ -176,9 +287,16 @@ def _verdicts(block: Mapping[str, Any]) -> list[str]:
                 lines.append(f"- {metric}: {t['a']} and {t['b']} are equal on average.")
                 continue
             better, worse = (t["a"], t["b"]) if (diff > 0) == higher else (t["b"], t["a"])
-            verdict = "significant" if t["significant"] else "not significant"
+            holm_p = t.get("p_holm", math.nan)
+            if t.get("primary"):
+                continue  # the primary endpoint's verdict opens the report
+            if math.isfinite(holm_p):
+                verdict = f"Holm p = {_p(holm_p)}, {'significant' if holm_p < SIGNIFICANCE else 'not significant'} " \
+                          f"at 0.05 after Holm"
+            else:
+                verdict = f"{'significant' if t['significant'] else 'not significant'} at 0.05"
             lines.append(f"- {metric}: {better} is better than {worse} by {abs(diff):.4f} on average "
-                         f"(p = {_p(t['p_value'])}, {verdict} at 0.05).")
+                         f"(p = {_p(t['p_value'])}, {verdict}).")
     return lines
 
 
@@ -201,7 +319,7 @@ def plot_per_cycle(stats: Mapping[str, Any], policies: Sequence[str]) -> bytes:
     """PNG: each metric per cycle, one line per policy (mean over seeds) with a mean ± sd band."""
     from matplotlib.figure import Figure
 
-    panels = [(source, m) for source, block in stats.items() for m in block["metrics"]]
+    panels = [(source, m) for source, block in stats.items() if source in SOURCES for m in block["metrics"]]
     fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False).ravel()
     for ax, (source, metric) in zip(axes, panels):
@@ -214,7 +332,7 @@ def plot_per_cycle(stats: Mapping[str, Any], policies: Sequence[str]) -> bytes:
             ax.fill_between(x, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
         ax.set_xlabel("cycle")
         ax.set_xticks(x)
-        ax.set_title(f"{metric} ({SOURCES[source]})", fontsize=9)
+        ax.set_title(f"{metric} ({source_label(source)})", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Metric per cycle: mean over seeds ± sd (cycle 0 is the common start)", fontsize=10)
@@ -225,7 +343,7 @@ def plot_paired(stats: Mapping[str, Any], policies: Sequence[str], seeds: Sequen
     """PNG: the final values per seed, one grey line per seed joining the policies, and the mean."""
     from matplotlib.figure import Figure
 
-    panels = [(source, m) for source, block in stats.items() for m in block["metrics"]]
+    panels = [(source, m) for source, block in stats.items() if source in SOURCES for m in block["metrics"]]
     fig = Figure(figsize=(max(3.2, 1.4 * len(policies) + 1.5) * len(panels), 3.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False).ravel()
     for ax, (source, metric) in zip(axes, panels):
@@ -239,7 +357,7 @@ def plot_paired(stats: Mapping[str, Any], policies: Sequence[str], seeds: Sequen
         ax.plot(x, [np.mean(final[p]) for p in names], marker="D", color="black", lw=2.5, label="mean")
         ax.set_xticks(x, names)
         ax.set_xlim(-0.4, len(names) - 0.6)
-        ax.set_title(f"final {metric} ({SOURCES[source]})", fontsize=9)
+        ax.set_title(f"final {metric} ({source_label(source)})", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Per seed (grey lines, seed number at the right), final cycle; seeds {', '.join(map(str, seeds))}",
@@ -288,25 +406,54 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
     files = {"report": posixpath.join(root, "report.md"), "json": posixpath.join(root, "report.json")}
     policies = list(config.policies)
 
+    primary = primary_endpoint(config, stats, seeds)
+    metric_name = METRIC_NAMES.get(primary["metric"], primary["metric"])
+    real = "; ".join(f"{name} = {path}" for name, path in config.real)
     lines = [f"# Policy comparison: {', '.join(policies)}", "",
              f"Generator {config.generator}, preset {config.preset}; seeds 1..{config.seeds}; cycle 0 "
-             f"({config.n_train} training, {config.n_val} validation samples of {config.size} px, initial policy "
-             f"{config.initial_policy}) shared by all policies, then {config.cycles} cycles of {config.n_per_cycle} "
-             f"new samples each" + (f"; real images: {config.real_dir}" if config.real_dir else "") + ".",
+             f"({config.n_train} training, {config.n_val} validation, {config.n_test} held-out test samples of "
+             f"{config.size} px, initial policy {config.initial_policy}) shared by all policies, then "
+             f"{config.cycles} cycles of {config.n_per_cycle} new samples each, fine-tuned on "
+             f"{'all samples so far' if config.finetune_on == 'all' else 'the new samples only'}"
+             + (f"; encoder weights {config.encoder_weights}" if config.encoder_weights else "")
+             + (f"; real images: {real}" if real else "") + ".",
              f"Complete seeds (every policy run finished): {len(seeds)} of {config.seeds}"
              + (f" ({', '.join(map(str, seeds))})" if seeds else "") + f". Rendered {time.strftime('%Y-%m-%d %H:%M:%S')}.",
-             ""]
+             "",
+             f"## Primary endpoint: {source_label(primary['source'])}, {metric_name} (`{config.primary}`), "
+             f"against {config.reference}", "",
+             f"Declared in compare.toml before any run. Per policy, the paired difference policy − "
+             f"{config.reference} of the final cycle's {metric_name} over the same seeds, its "
+             f"{int(PRIMARY_CONFIDENCE * 100)} % t-interval, the paired t-test (its p Holm-adjusted over the "
+             f"{len(primary['comparisons']) or len(policies) - 1} comparison(s) with {config.reference}) and the "
+             f"Wilcoxon signed-rank test"
+             + (f" (with N = {len(seeds)} seeds its two-sided p cannot go below 2/2^N = {2 / 2 ** len(seeds):.3g})"
+                if seeds and 2 / 2 ** len(seeds) >= SIGNIFICANCE else "") + ".", ""]
+    if primary["comparisons"]:
+        lines += _primary_table(primary) + [""]
+    lines += [f"**Verdict:** {primary['verdict']}", ""]
     if not seeds:
         lines += ["No seed is complete yet: no statistics. Run `loop compare` on this folder to go on.", ""]
+    if seeds and stats:
+        lines += [f"## Final scores side by side, after cycle {config.cycles} (mean ± sd over N = {len(seeds)} seeds)",
+                  "", f"{metric_name} of each source: " + "; ".join(f"{s} = {source_label(s)}" for s in stats) + ".",
+                  ""]
+        lines += _side_by_side(stats, policies, primary["metric"]) + [""]
+        lines += ["## Secondary endpoints", "",
+                  f"Every other metric and source. The paired t-tests' p-values are Holm-adjusted over all "
+                  f"{sum(1 for b in stats.values() for ts in b['tests'].values() for t in ts if not t.get('primary'))} "
+                  f"secondary tests together (column p (Holm)); the 99 % intervals follow the paper "
+                  f"(Agresti–Coull for the error rate with the paper's n = N² convention).", ""]
     for source, block in stats.items():
         if not seeds:
             break
-        lines += [f"## {SOURCES[source].capitalize()}, after cycle {config.cycles} (N = {len(seeds)} seeds)", ""]
+        lines += [f"### {source_label(source)[0].upper() + source_label(source)[1:]}, after cycle {config.cycles} "
+                  f"(N = {len(seeds)} seeds)", ""]
         lines += _summary_table(block, policies) + [""]
         lines += ["Intervals: " + "; ".join(f"{m}: {_interval_note(m, len(seeds))}" for m in block["metrics"]) + ".", ""]
         if any(block["tests"].values()):
             lines += [f"Paired two-tailed t-tests over the same seeds (difference = first − second policy; "
-                      f"significant when p < {SIGNIFICANCE}):", ""]
+                      f"significant when p < {SIGNIFICANCE}; p (Holm) over the secondary family):", ""]
             lines += _tests_table(block) + [""] + _verdicts(block) + [""]
     if stats:  # per cycle: every seed that reached the cycle, complete or not
         files["per_cycle_plot"] = posixpath.join(root, PLOTS_DIR, "metric_per_cycle.png")
@@ -317,7 +464,7 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
             _write(folder, root, files["paired_plot"], plot_paired(stats, policies, seeds))
             lines += [f"![final values per seed]({PLOTS_DIR}/paired_final.png)", ""]
         for source, block in stats.items():
-            lines += [f"## Per cycle, {SOURCES[source]} (mean ± sd over the seeds that reached the cycle)", ""]
+            lines += [f"## Per cycle, {source_label(source)} (mean ± sd over the seeds that reached the cycle)", ""]
             lines += _per_cycle_table(block, policies) + [""]
 
     failures = None
@@ -333,7 +480,8 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
     lines += [f"| {entry['run']} | {entry['state']} |" for entry in data["runs"].values()]
     _write(folder, root, files["report"], ("\n".join(lines) + "\n").encode("utf-8"))
 
-    result = {"out": out, "settings": config.to_dict(), "complete_seeds": seeds, "statistics": stats,
+    result = {"out": out, "settings": config.to_dict(), "complete_seeds": seeds, "primary": primary,
+              "statistics": stats,
               "failures": failures, "runs": {k: {"run": v["run"], "state": v["state"]} for k, v in data["runs"].items()},
               "files": files}
     _write(folder, root, files["json"], json.dumps(json_ready(result), indent=1).encode("utf-8"))

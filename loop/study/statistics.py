@@ -8,7 +8,13 @@ the synthetic validation set); the library calls do the work:
 * an Agresti–Coull interval for error rates
   (``statsmodels.stats.proportion.proportion_confint(method="agresti_coull")``);
 * a paired two-tailed t-test between two policies over the same seeds
-  (``scipy.stats.ttest_rel``), significant when p < 0.05.
+  (``scipy.stats.ttest_rel``), significant when p < 0.05;
+* for the one primary endpoint, each policy's paired difference to a reference policy with a
+  95 % t-interval, the paired t-test and the Wilcoxon signed-rank test
+  (``scipy.stats.wilcoxon``): :func:`compare_to_reference`;
+* Holm's step-down adjustment of a family of p-values
+  (``statsmodels.stats.multitest.multipletests(method="holm")``): :func:`holm`, for the
+  secondary endpoints (every other metric and source) and the primary comparisons.
 
 **The count n of the Agresti–Coull interval.** The paper gives a 99 % Agresti–Coull
 interval for a mean error rate over N runs but not the count it used. Treating the mean
@@ -35,6 +41,7 @@ from scipy import stats
 from loop.errors import InputError
 
 CONFIDENCE = 0.99
+PRIMARY_CONFIDENCE = 0.95
 SIGNIFICANCE = 0.05
 # Metrics that are proportions of wrong pixels or images: Agresti–Coull; every other metric: t-interval.
 RATE_METRICS = frozenset({"error"})
@@ -153,6 +160,8 @@ class PairedTest:
     t_statistic: float
     p_value: float
     significant: bool
+    p_holm: float = math.nan
+    """The Holm-adjusted p-value within the family the test was reported in (:func:`holm`), if any."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (JSON-ready; NaN stays NaN)."""
@@ -184,3 +193,101 @@ def paired_t_test(a: Sequence[float], b: Sequence[float], names: tuple[str, str]
 def pairwise_tests(values: Mapping[str, Sequence[float]], significance: float = SIGNIFICANCE) -> list[PairedTest]:
     """A paired t-test for every pair of entries of ``values`` (name -> one value per seed), in order."""
     return [paired_t_test(values[a], values[b], (a, b), significance) for a, b in itertools.combinations(values, 2)]
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values of a family, in the given order
+    (``statsmodels.stats.multitest.multipletests(method="holm")``).
+
+    NaN p-values (undefined tests) stay NaN and are not counted in the family.
+
+    >>> [round(p, 4) for p in holm([0.01, 0.04, 0.03])]
+    [0.03, 0.06, 0.06]
+    """
+    array = np.asarray(list(p_values), dtype=np.float64)
+    if array.ndim != 1:
+        raise StatisticsError(f"p_values: expected a 1-D sequence of numbers, got shape {array.shape}")
+    finite = np.isfinite(array)
+    if np.any(finite & ((array < 0) | (array > 1))):
+        raise StatisticsError(f"p_values: expected numbers in [0, 1] (or NaN), got {array.tolist()}")
+    out = np.full(array.shape, math.nan)
+    if finite.any():
+        from statsmodels.stats.multitest import multipletests
+
+        out[finite] = multipletests(array[finite], method="holm")[1]
+    return [float(v) for v in out]
+
+
+def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of the pairs ``a − b`` (``scipy.stats.wilcoxon``: zero
+    differences dropped, the exact distribution for small samples without ties); NaN when every
+    difference is zero.
+
+    >>> wilcoxon_p([2, 3, 4, 5, 6], [1, 1, 1, 1, 1])  # all five differences positive: 2 / 2**5
+    0.0625
+    """
+    x, y = _values("a values", a), _values("b values", b)
+    if x.size != y.size:
+        raise StatisticsError(f"Wilcoxon test: expected one value per seed on both sides, got {x.size} and {y.size}")
+    if not np.any(x - y != 0):
+        return math.nan
+    return float(stats.wilcoxon(x, y).pvalue)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Policy ``a`` against the reference ``b`` on one endpoint, over the same seeds.
+
+    ``mean_difference`` = mean(a − b) with its ``confidence`` t-interval (``ci_low``,
+    ``ci_high``); ``p_t`` of the paired t-test, ``p_wilcoxon`` of the Wilcoxon signed-rank test,
+    ``p_holm`` the paired t's p Holm-adjusted over the comparisons with the reference
+    (:func:`compare_to_reference`); NaN where a test is undefined. ``significant``: ``p_holm`` <
+    the significance level.
+    """
+
+    a: str
+    b: str
+    n: int
+    mean_difference: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    t_statistic: float
+    p_t: float
+    p_wilcoxon: float
+    p_holm: float
+    significant: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (JSON-ready; NaN stays NaN)."""
+        return asdict(self)
+
+
+def compare_to_reference(values: Mapping[str, Sequence[float]], reference: str,
+                         confidence: float = PRIMARY_CONFIDENCE,
+                         significance: float = SIGNIFICANCE) -> list[PairedComparison]:
+    """Every other entry of ``values`` (name -> one value per seed) against ``values[reference]``:
+    paired difference with a t-interval, paired t-test, Wilcoxon signed-rank test, and the t-tests'
+    p-values Holm-adjusted over these comparisons. In the order of ``values``.
+
+    >>> (only,) = compare_to_reference({"r": [1, 2, 3, 4], "a": [2, 3, 5, 6]}, "r")
+    >>> only.mean_difference, only.p_holm == only.p_t, only.p_wilcoxon
+    (1.5, True, 0.125)
+    """
+    if reference not in values:
+        raise StatisticsError(f"reference {reference!r}: not among {', '.join(values)}")
+    confidence = _confidence(confidence)
+    rows = []
+    for name, sample in values.items():
+        if name == reference:
+            continue
+        test = paired_t_test(sample, values[reference], (name, reference), significance)
+        diff = _values(f"{name} values", sample) - _values(f"{reference} values", values[reference])
+        low, high = t_interval(diff, confidence)
+        rows.append((test, low, high, wilcoxon_p(sample, values[reference])))
+    adjusted = holm([test.p_value for test, *_ in rows])
+    return [PairedComparison(a=test.a, b=test.b, n=test.n, mean_difference=test.mean_difference, ci_low=low,
+                             ci_high=high, confidence=confidence, t_statistic=test.t_statistic, p_t=test.p_value,
+                             p_wilcoxon=p_w, p_holm=p_h, significant=bool(p_h < significance) if math.isfinite(p_h)
+                             else False)
+            for (test, low, high, p_w), p_h in zip(rows, adjusted)]

@@ -29,7 +29,7 @@ from loop.run.journal import Journal
 from loop.run.lock import LOCK_FILE, RunLock, RunLockedError
 from stores import RunStore
 
-SMALL_ARGS = ["--n-train", "8", "--n-val", "10", "--n-per-cycle", "6", "--size", "64", "--workers", "2"]
+SMALL_ARGS = ["--n-train", "8", "--n-val", "10", "--n-test", "0", "--n-per-cycle", "6", "--size", "64", "--workers", "2"]
 START_ARGS = ["--policy", "worst10", "--preset", "smoke", "--cycles", "1", *SMALL_ARGS]
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from policies import Policy, PolicyError, PolicyView, Proposal, RandomPolicy, get_policy, registry
 from policies import settings as policy_settings
-from policies.testing import PolicyContract, contract_checks, registered_specs, run_contract
+from policies import testing as policies_testing
+from policies.testing import PolicyContract, contract_checks, registered_specs, run_contract, space_for
 
 SPECS_WITH_SETTINGS = [
     "sobol:scramble=false,seed=0", "worst:k=0.2,m=3,radius=0.1,dims=thickness|shape", "worst:k=0.1,metric=error",
@@ -36,14 +37,16 @@ class TestEveryRegisteredPolicy(PolicyContract):
         return request.param
 
     @pytest.fixture
-    def contract_view(self, scored_view: PolicyView) -> PolicyView:
-        """conftest's scored view."""
-        return scored_view
+    def contract_view(self, policy_spec: str, scored_view: PolicyView) -> PolicyView:
+        """conftest's scored view, or the same over a generator's space for a policy that names its
+        dimensions (``paper``)."""
+        space = space_for(policy_spec, scored_view.space)
+        return scored_view if space is scored_view.space else policies_testing.scored_view(space)
 
     @pytest.fixture
-    def contract_empty_view(self, make_view) -> PolicyView:
-        """conftest's view with no rows and no metrics."""
-        return make_view([])
+    def contract_empty_view(self, policy_spec: str, make_view) -> PolicyView:
+        """conftest's view with no rows and no metrics (over the policy's space, as above)."""
+        return make_view([], space=space_for(policy_spec, make_view([]).space))
 
 
 @pytest.mark.parametrize("spec", ["random", "lhs", "worst10", "mix:worst10=0.5,random=0.5"])

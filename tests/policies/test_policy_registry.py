@@ -8,7 +8,8 @@ from policies import Policy, PolicyError, RandomPolicy, available_policies, get_
 
 
 def test_available_lists_names_and_aliases() -> None:
-    assert available_policies() == ["lhs", "mix", "random", "sobol", "worst", "worst10"]
+    assert available_policies() == ["lhs", "mix", "near", "near-random", "paper", "random", "sobol", "worst",
+                                    "worst10"]
 
 
 @pytest.mark.parametrize("spec, name", [
@@ -22,6 +23,10 @@ def test_available_lists_names_and_aliases() -> None:
      "worst:k=0.25,m=10,radius=0.05,dims=thickness|shape,metric=boundary_f1"),
     ("worst:k=1,m=3,radius=1e-3,split=train", "worst:k=1,m=3,radius=0.001,split=train"),
     ("mix:worst10=0.7,random=0.3", "mix:worst10=0.7,random=0.3"),
+    ("paper", "worst:k=0.1,m=10,radius=0.05,dims=grain_contrast|boundary_thickness"),
+    ("near-random", "near:k=0.1,m=10,radius=0.05"),
+    ("near:k=0.2,dims=thickness", "near:k=0.2,m=10,radius=0.05,dims=thickness"),
+    ("mix:near-random=0.5,worst10=0.5", "mix:near-random=0.5,worst10=0.5"),
 ])
 def test_canonical_names_round_trip(spec: str, name: str) -> None:
     policy = get_policy(spec)
@@ -61,10 +66,10 @@ BAD = [
     ("mix:worst10=0.7,random=0.2", ["worst10=0.7,random=0.2", "sum to 0.9", "expected a sum of 1"]),
     ("mix:worst10=1.2,random=-0.2", ["worst10=1.2", "(0, 1]"]),
     ("mix:worst10=0.7,random=abc", ["random=abc", "not a number"]),
-    ("mix:worst10=0.5,grid=0.5", ["'grid'", "setting-free", "lhs, random, sobol, worst, worst10"]),
+    ("mix:worst10=0.5,grid=0.5", ["'grid'", "setting-free", "lhs, near, near-random, paper, random, sobol, worst, worst10"]),
     ("mix:worst10=0.5,mix=0.5", ["'mix'", "setting-free"]),
     ("mix:worst:k=0.2=0.5,random=0.5", ["'worst:k'", "setting-free"]),
-    ("bogus", ["unknown policy 'bogus'", "lhs, mix, random, sobol, worst, worst10"]),
+    ("bogus", ["unknown policy 'bogus'", "lhs, mix, near, near-random, paper, random, sobol, worst, worst10"]),
     ("bogus:k=1", ["unknown policy 'bogus'"]),
     ("worst10:k=0.2", ["alias 'worst10'", "takes no settings"]),
     ("", ["expected name[:key=value,...]"]),

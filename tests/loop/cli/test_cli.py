@@ -66,6 +66,13 @@ def test_generate_show_query_end_to_end(tmp_path) -> None:
         (["resume", "{tmp}"], "not a run"),
         (["status", "{tmp}"], "not a run"),
         (["evaluate", "{tmp}", "--real", "{tmp}"], "not a run"),
+        (["start", "--run", "{tmp}/r", "--policy", "random", "--preset", "smoke", "--real", "=x"], "'=x' has an empty name"),
+        (["start", "--run", "{tmp}/r", "--policy", "random", "--preset", "smoke", "--real", "iron={tmp}/none"],
+         "real group 'iron': "),
+        (["start", "--run", "{tmp}/r", "--policy", "random", "--preset", "smoke", "--real", "a={tmp}", "--real", "a={tmp}"],
+         "group name 'a' is given twice"),
+        (["start", "--run", "{tmp}/r", "--policy", "paper", "--preset", "smoke", "--generator", "cracks"],
+         "run.policy 'paper' does not fit the cracks generator's space"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message) -> None:
@@ -104,6 +111,37 @@ def _unfinished_run(tmp_path) -> str:
                    fraction=0.55)
     (tmp_path / "run" / ".lock").write_text("pid 999999999 on elsewhere")
     return run
+
+
+def test_status_shows_val_test_and_each_real_group_side_by_side(tmp_path) -> None:
+    from generators import get_generator
+    from loop.config.run import RunConfig
+    from loop.run.journal import Journal
+
+    gen = get_generator("grains")
+    run = str(tmp_path / "run")
+    config = RunConfig.for_preset("smoke", cycles=0, real=(f"iron={tmp_path}", f"tbm={tmp_path}"))
+    RunStore.create(run, generator_name=gen.name, generator_version=gen.version, task=gen.task, space=gen.space,
+                    config={"run": config.to_dict()})
+    journal = Journal(str(tmp_path / "run" / "journal.jsonl"))
+    journal.append("started", cycles=0, pid=999999999)
+    journal.append("evaluated", cycle=0, summary={"miou": 0.6123, "error": 0.2}, wall_s=1.0)
+    journal.append("test_evaluated", cycle=0, summary={"miou": 0.5987, "error": 0.21}, wall_s=1.0)
+    journal.append("real_evaluated", cycle=0, summary={"miou": 0.41, "miou_std": 0.1, "error": 0.3},
+                   groups={"iron": {"miou": 0.45, "miou_std": 0.0}, "tbm": {"miou": 0.39, "miou_std": 0.1}}, wall_s=2.0)
+    journal.append("cycle_done", cycle=0, wall_s=5.0)
+    result = invoke("status", run, "--json")
+    assert result.exit_code == 0, result.output
+    (cycle,) = json.loads(result.output)["cycles"]
+    assert cycle["val"]["miou"] == 0.6123 and cycle["test"]["miou"] == 0.5987 and cycle["real"] == {"miou": 0.41,
+                                                                                                     "error": 0.3}
+    assert cycle["real_groups"] == {"iron": {"miou": 0.45}, "tbm": {"miou": 0.39}}
+    result = invoke("status", run)
+    assert result.exit_code == 0, result.output
+    for text in ("val miou", "test miou", "real miou", "iron miou", "tbm miou", "0.6123", "0.5987", "0.4500",
+                 "0.3900"):
+        assert text in result.output, text
+    assert result.output.index("0.6123") < result.output.index("0.5987") < result.output.index("0.4100")
 
 
 def test_status_says_interrupted_with_the_latest_training_progress(tmp_path) -> None:

@@ -11,17 +11,23 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pytest
 
+from loop.run.driver import CycleDriver, store_has_test_split
 from loop.run.journal import Journal
 from loop.run.lock import RunLock
-from loop.config.run import RunConfig
+from loop.config.run import RunConfig, run_config_from
 from loop.run.lifecycle import RunError, resume_run, run_status, start_run
+from policies import Policy, PolicyView, Proposal, registry
 from stores import RunStore
 
 SMALL = dict(n_train=8, n_val=10, n_per_cycle=6, size=64, batch_size=4, workers=2)
 KEY_COLUMNS = ["sample_id", "batch", "cycle", "split", "policy", "parent_id", "seed"]
+# What the smoke preset's held-out test set adds to a run (none while the store takes no 'test' rows).
+N_TEST = 8 if store_has_test_split() else 0
+NO_TEST_SPLIT = "the store takes no 'test' rows yet (stores.tables.SPLITS lacks 'test')"
 
 
 def small_config(**overrides) -> RunConfig:
@@ -55,7 +61,7 @@ def test_start_status_and_resume_more_cycles(ray_local, tmp_path) -> None:
     assert [c["state"] for c in info["cycles"]] == ["done", "done"]
     assert info["state"] == "finished" and info["lock_holder"] is None
     assert not any("train_progress" in c for c in info["cycles"])  # only unfinished cycles carry it
-    assert info["cycles"][0]["samples"] == {"val": 10, "random": 8}
+    assert info["cycles"][0]["samples"] == {"val": 10, "random": 8, **({"test": N_TEST} if N_TEST else {})}
     assert info["cycles"][1]["samples"] == {"worst:k=0.1,m=10,radius=0.05": 6}
     assert 0 <= info["cycles"][1]["val"]["miou"] <= 1
     assert set(info["cycles"][0]["wall_s"]) >= {"generated", "trained", "evaluated", "cycle_done"}
@@ -66,6 +72,7 @@ def test_start_status_and_resume_more_cycles(ray_local, tmp_path) -> None:
     new = params.filter(pc.equal(params["cycle"], 1))
     # worst10 on 10 validation samples: the single worst sample is the parent of every new one.
     metrics = store.metrics().filter(pc.equal(store.metrics()["cycle"], 0))
+    metrics = metrics.filter(pc.is_in(metrics["sample_id"], value_set=val["sample_id"].combine_chunks()))  # not test
     worst = min(zip(metrics["iou"].to_pylist(), metrics["sample_id"].to_pylist()))[1]
     assert set(new["parent_id"].to_pylist()) == {worst}
     assert worst in val["sample_id"].to_pylist()
@@ -79,7 +86,7 @@ def test_start_status_and_resume_more_cycles(ray_local, tmp_path) -> None:
         resume_run(run, cycles=0)
     resume_run(run, cycles=2, say=lines.append)  # replays a journal full of train_progress events
     assert [c["state"] for c in run_status(run)["cycles"]] == ["done"] * 3
-    assert len(param_rows(run)) == 10 + 8 + 6 + 6
+    assert len(param_rows(run)) == 10 + 8 + N_TEST + 6 + 6
 
 
 def test_bad_input_changes_nothing(ray_local, tmp_path) -> None:
@@ -97,6 +104,141 @@ def test_bad_input_changes_nothing(ray_local, tmp_path) -> None:
 
     with pytest.raises(StoreError, match="not a run"):
         resume_run(str(tmp_path))
+
+
+def test_policies_and_real_groups_are_checked_against_the_run_before_it_starts(tmp_path) -> None:
+    from policies import PolicyError
+
+    with pytest.raises(PolicyError, match=r"run.policy 'paper' does not fit the cracks generator's space: policy "
+                                          r"'worst:.*dims=grain_contrast\|boundary_thickness': setting dims names "
+                                          r"unknown dimension\(s\) 'grain_contrast', 'boundary_thickness'"):
+        start_run(str(tmp_path / "a"), small_config(generator="cracks", policy="paper"))
+    with pytest.raises(RunError, match=r"real group 'zinc': .*zinc: real data folder not found"):
+        start_run(str(tmp_path / "a"), small_config(real=(f"zinc={tmp_path / 'zinc'}",)))
+    assert not (tmp_path / "a").exists()
+
+
+def test_an_old_run_toml_loads_without_a_test_split_and_with_its_real_folder(tmp_path) -> None:
+    old = {k: v for k, v in small_config().to_dict().items() if k not in ("n_test", "real")}
+    config = run_config_from({**old, "real_dir": str(tmp_path / "iron")})
+    assert config.n_test == 0 and config.real == (("iron", str(tmp_path / "iron")),)
+    assert run_config_from(config.to_dict()) == config
+    assert small_config().n_test == 8 and RunConfig.for_preset("cpu").n_test == 100
+    assert RunConfig.for_preset("paper").n_test == 1000
+
+
+class SpyPolicy(Policy):
+    """Records every view it is given and fails when one holds a held-out test row or score."""
+
+    kind = "spy"
+    views: list[PolicyView] = []
+
+    @property
+    def name(self) -> str:
+        return self.kind
+
+    def _propose(self, view, n, rng):
+        SpyPolicy.views.append(view)
+        assert "test" not in set(view.params["split"].to_pylist()), "a policy was shown test rows"
+        if view.metrics.num_rows:
+            scored = set(view.metrics["sample_id"].to_pylist())
+            visible = set(view.params["sample_id"].to_pylist())
+            assert scored <= visible, f"a policy was shown scores of samples {sorted(scored - visible)} it cannot see"
+        return [Proposal(params=p) for p in view.space.sample(rng, n)]
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> type[SpyPolicy]:
+    """The spy policy in a private copy of the registry."""
+    monkeypatch.setattr(registry, "_POLICIES", dict(registry._POLICIES))
+    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
+    registry.register_policy("spy", SpyPolicy)
+    monkeypatch.setattr(SpyPolicy, "views", [])
+    return SpyPolicy
+
+
+class _TableStore:
+    """A store of tables only, as :func:`loop.run.driver.policy_view` reads one."""
+
+    def __init__(self, space, params, metrics):
+        self.space, self._params, self._metrics = space, params, metrics
+
+    def params(self):
+        return self._params
+
+    def metrics(self):
+        return self._metrics
+
+    def committed_batches(self):
+        return [0, 1, 2]
+
+
+def test_a_policy_never_sees_the_held_out_test_set(spy) -> None:
+    """Without Ray or a store: the test rows are the worst scored of all, and still no policy gets them."""
+    import pyarrow as pa
+
+    from generators import get_generator
+    from policies.testing import params_table
+
+    space = get_generator("grains").space
+    points = space.sample(np.random.default_rng(0), 12)
+    splits = ["val"] * 5 + ["train"] * 4 + ["test"] * 3
+    params = params_table(space, [{"sample_id": i, "cycle": 0, "split": split, "policy": "random", "parent_id": None,
+                                   "seed": i, **p} for i, (split, p) in enumerate(zip(splits, points))])
+    ids = [0, 1, 2, 3, 4, 9, 10, 11]  # val and test scored; the test samples worst by far
+    metrics = pa.table({"sample_id": ids, "cycle": [0] * 8, "iou": [0.6, 0.7, 0.8, 0.9, 0.5, 0.0, 0.0, 0.0]})
+    store = _TableStore(space, params, metrics)
+    for policy in ("spy", "worst:k=1,m=2", "mix:spy=0.5,worst10=0.5"):
+        driver = CycleDriver(store, None, small_config(policy=policy), None, trainer=None, evaluator=None,
+                             workers=1, remote=False, say=lambda line: None)
+        plans = driver._plan_cycle(1)
+        assert {p.split for p in plans} == {"train"} and sum(len(p) for p in plans) == 6
+        parents = {pid for p in plans for pid in p.parent_ids}
+        assert parents <= {None, 0, 1, 2, 3, 4}  # worst varies validation samples only
+    assert len(spy.views) == 2
+    # The spy does fail on a view that holds test rows.
+    leaky = PolicyView(space, params, metrics.filter(pa.compute.equal(metrics["cycle"], 0)), 1)
+    with pytest.raises(AssertionError, match="a policy was shown test rows"):
+        spy().propose(leaky, 2, np.random.default_rng(0))
+
+
+@pytest.mark.skipif(not store_has_test_split(), reason=NO_TEST_SPLIT)
+def test_the_test_split_is_drawn_once_scored_every_cycle_forked_and_never_shown(ray_local, tmp_path, spy) -> None:
+    from click.testing import CliRunner
+
+    from loop.cli import main
+    from loop.run.fork import fork_run
+
+    run = str(tmp_path / "run")
+    start_run(run, small_config(cycles=1, n_test=4, policy="spy"), say=lambda line: None)
+    assert len(spy.views) == 1 and spy.views[0].cycle == 1  # the spy's own assertions held
+    info = run_status(run)
+    assert info["cycles"][0]["samples"] == {"val": 10, "random": 8, "test": 4}
+    for cycle in info["cycles"]:
+        assert 0 <= cycle["test"]["miou"] <= 1 and 0 <= cycle["val"]["miou"] <= 1
+    store = RunStore.open(run)
+    params = store.params()
+    test = params.filter(pc.equal(params["split"], "test"))
+    # Drawn at cycle 0 from the initial policy, numbered after the training set.
+    assert test["sample_id"].to_pylist() == [18, 19, 20, 21] and set(test["cycle"].to_pylist()) == {0}
+    assert set(test["policy"].to_pylist()) == {"random"}
+    assert {"val_c000", "val_c001", "test_c000", "test_c001"} <= set(store.metric_fragment_names())
+    metrics = store.metrics()
+    for cycle in (0, 1):
+        rows = metrics.filter(pc.equal(metrics["cycle"], cycle))
+        assert set(rows["sample_id"].to_pylist()) == set(range(10)) | {18, 19, 20, 21}
+    # Status shows val and test side by side, as JSON and as a table.
+    result = CliRunner().invoke(main, ["status", run, "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["cycles"][1]["test"] == info["cycles"][1]["test"]
+    result = CliRunner().invoke(main, ["status", run])
+    assert "val miou" in result.output and "test miou" in result.output
+
+    fork = fork_run(run, str(tmp_path / "fork"), policy="random", cycles=1, say=lambda line: None)
+    copied = RunStore.open(fork)
+    assert copied.params(cycle=0).drop(["created_at"]).sort_by("sample_id") == \
+        store.params(cycle=0).drop(["created_at"]).sort_by("sample_id")
+    assert {"val_c000", "test_c000"} <= set(copied.metric_fragment_names())
+    assert run_status(fork)["cycles"][0]["test"] == info["cycles"][0]["test"]
 
 
 def test_second_driver_on_the_same_run_is_refused(ray_local, tmp_path) -> None:

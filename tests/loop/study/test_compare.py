@@ -18,8 +18,11 @@ from scipy import stats
 from generators.space import Choice, Continuous, Integer, ParamSpace
 from loop.cli import main
 from loop.study.compare import _Job, _run_jobs, compare, parallel_runs
-from loop.study.compare_settings import CompareError, policy_slug, resolve_settings, run_dir, split_policies
+from loop.study.compare_settings import (
+    CompareConfig, CompareError, policy_slug, read_settings, resolve_settings, run_dir, split_policies,
+)
 from loop.study.failures import analyse
+from loop.errors import InputError
 from loop.run.lifecycle import run_status
 from policies import PolicyError
 from stores import RunStore
@@ -68,16 +71,110 @@ def test_an_out_made_with_other_settings_names_the_differing_setting(tmp_path) -
 
 def test_cli_errors_are_one_line(tmp_path) -> None:
     runner = CliRunner()
+    base = ["compare", str(tmp_path / "a"), "--policies", "random,worst10", "--seeds", "2", "--preset", "smoke"]
     cases = [
         (["compare", str(tmp_path / "a"), "--policies", "random,nope", "--seeds", "2"], "known: "),
         (["compare", str(tmp_path / "a"), "--policies", "random", "--seeds", "0"], "seeds: expected an integer >= 1"),
         (["compare", "--report", str(tmp_path / "none")], "not a comparison"),
+        ([*base, "--primary", "nope:miou"], "--primary 'nope:miou': unknown source 'nope'; expected one of val, test"),
+        ([*base, "--primary", "val:nope"], "--primary 'val:nope': unknown metric 'nope'; expected one of miou, "
+                                           "error, boundary_f1"),
+        ([*base, "--real", "=x"], "'=x' has an empty name"),
+        ([*base, "--real", f"iron={tmp_path / 'none'}"], "real group 'iron': "),
+        ([*base, "--real", f"a={tmp_path}", "--real", f"a={tmp_path}"], "group name 'a' is given twice"),
+        ([*base, "--reference", "sobol"], "not one of the compared policies random, worst10"),
+        ([*base, "--encoder-weights", str(tmp_path / "none.pth")], "encoder_weights:"),
     ]
     for args, message in cases:
         result = runner.invoke(main, args)
         assert result.exit_code == 1
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("loop: error:") and message in lines[0], result.stderr
+
+
+def _real_folder(root: Path, names: tuple[str, ...] = ("a", "b"), size: int = 64) -> str:
+    """A tiny real labelled folder of synthetic PNGs: a grid of grain boundaries, grey grains."""
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(names))
+    for name in names:
+        mask = np.zeros((size, size), np.uint8)
+        mask[::16, :] = 255
+        mask[:, ::16] = 255
+        image = np.where(mask > 0, 40, 170 + rng.integers(-20, 20, (size, size))).astype(np.uint8)
+        Image.fromarray(image).save(root / "images" / f"{name}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{name}.png")
+    return str(root)
+
+
+def test_primary_endpoint_and_reference_are_declared_up_front_and_frozen(tmp_path) -> None:
+    out = str(tmp_path / "out")
+    frozen = resolve_settings(out, TINY)
+    assert (frozen.primary, frozen.reference) == ("test:miou", "random")  # no --real: the held-out test set
+    toml = (tmp_path / "out" / "compare.toml").read_text()
+    assert 'primary = "test:miou"' in toml and 'reference = "random"' in toml and "n_test = 8" in toml
+    assert resolve_settings(out, dict(TINY, primary="test:miou")) == frozen
+    with pytest.raises(CompareError, match=r"primary is 'test:miou' in this comparison, got 'val:error'"):
+        resolve_settings(out, dict(TINY, primary="val:error"))
+    with_real = CompareConfig(**dict(TINY, real=("iron=/data/iron", "/data/tbm")))
+    assert with_real.primary == "real:miou" and with_real.real == (("iron", "/data/iron"), ("tbm", "/data/tbm"))
+    assert with_real.sources == ("val", "test", "real", "real/iron", "real/tbm")
+    chosen = CompareConfig(**dict(TINY, policies="sobol,worst10,near-random", primary=" real/tbm : error ",
+                                  reference="near-random", real=("iron=/data/iron", "tbm=/data/tbm")))
+    assert (chosen.primary, chosen.reference) == ("real/tbm:error", "near-random")
+    with pytest.raises(CompareError, match="unknown source 'real/zinc'; expected one of val, test, real, real/iron$"):
+        CompareConfig(**dict(TINY, primary="real/zinc:miou", real=("iron=/x",)))
+    assert CompareConfig(**dict(TINY, policies="sobol,worst10")).reference == "sobol"  # no random: the first
+    assert CompareConfig(**dict(TINY, policies="worst10,random")).reference == "random"
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    (dict(primary="nope:miou"), "--primary 'nope:miou': unknown source 'nope'; expected one of val, test"),
+    (dict(primary="val:nope"), "--primary 'val:nope': unknown metric 'nope'; expected one of miou, error, boundary_f1"),
+    (dict(primary="miou"), "--primary 'miou': expected SOURCE:METRIC"),
+    (dict(primary="real:miou"), "unknown source 'real' (real needs --real); expected one of val, test"),
+    (dict(primary="test:miou", n_test=0), "unknown source 'test' (test needs n_test > 0); expected one of val"),
+    (dict(reference="sobol"), "--reference 'sobol': not one of the compared policies random, worst10"),
+    (dict(real=("=/x",)), "--real: '=/x' has an empty name; expected NAME=DIR"),
+    (dict(real=("iron=",)), "--real: 'iron=' names no folder"),
+    (dict(real=("iron=/x", "iron=/y")), "--real: group name 'iron' is given twice"),
+    (dict(real=("/x/iron", "iron=/y")), "--real: group name 'iron' is given twice"),
+    (dict(encoder_weights="/no/such.pth"), "encoder_weights: '/no/such.pth' is not a file"),
+    (dict(finetune_on="some"), "finetune_on: expected one of new, all, got 'some'"),
+])
+def test_bad_primary_reference_and_real_groups_are_refused(tmp_path, given, message) -> None:
+    with pytest.raises(CompareError) as info:
+        compare(str(tmp_path / "out"), dict(TINY, **given))
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_groups_start_options_and_old_settings_files(tmp_path) -> None:
+    iron = _real_folder(tmp_path / "iron")
+    weights = tmp_path / "encoder.pth"
+    weights.write_bytes(b"not read here")
+    out = str(tmp_path / "out")
+    frozen = resolve_settings(out, dict(TINY, real=(f"pure={iron}", iron), encoder_weights=str(weights),
+                                        finetune_on="new", n_per_cycle=5))
+    assert frozen.real == (("pure", iron), ("iron", iron)) and frozen.encoder_weights == str(weights)
+    assert read_settings(out) == frozen  # frozen in compare.toml, [name, dir] pairs
+    run = frozen.run_config(1, "worst10")
+    assert run.real == frozen.real and run.finetune_on == "new" and run.n_per_cycle == 5 and run.n_test == 8
+    with pytest.raises(CompareError, match="finetune_on is 'new' in this comparison, got 'all'"):
+        resolve_settings(out, dict(TINY, n_per_cycle=5, finetune_on="all"))
+    # A missing group folder fails before anything is written, naming the group.
+    with pytest.raises(InputError, match=r"real group 'zinc': .*/zinc: real data folder not found"):
+        compare(str(tmp_path / "other"), dict(TINY, real=(f"zinc={tmp_path / 'zinc'}",)))
+    assert not (tmp_path / "other").exists()
+    # A compare.toml written before groups, with one real_dir, loads as one group named after it.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "compare.toml").write_text(f'[compare]\npolicies = ["random", "worst10"]\nseeds = 2\npreset = "smoke"\n'
+                                      f'cycles = 1\nreal_dir = "{iron}"\n')
+    legacy = read_settings(str(old))
+    assert legacy.real == (("iron", iron),) and legacy.primary == "real:miou" and legacy.reference == "random"
 
 
 def test_parallel_runs_follow_the_gpus() -> None:
@@ -174,9 +271,12 @@ def comparison(ray_local, tmp_path_factory) -> tuple[str, list[str]]:
 
 
 def _final_val(run: str, cycle: int, metric: str) -> float:
-    """The run's mean validation score of ``cycle``, straight from its metric table."""
-    metrics = RunStore.open(run).metrics()
-    return float(pc.mean(metrics.filter(pc.equal(metrics["cycle"], cycle))[metric]).as_py())
+    """The run's mean validation score of ``cycle``, straight from its metric table (the validation
+    samples' rows, not the held-out test set's)."""
+    store = RunStore.open(run)
+    metrics, val = store.metrics(), store.params(split="val")["sample_id"].combine_chunks()
+    rows = metrics.filter(pc.and_(pc.equal(metrics["cycle"], cycle), pc.is_in(metrics["sample_id"], value_set=val)))
+    return float(pc.mean(rows[metric]).as_py())
 
 
 def _params(run: str, cycle: int) -> list[dict]:
@@ -280,3 +380,76 @@ def test_resume_does_only_the_missing_work(comparison, tmp_path) -> None:
     # The redone run proposes exactly what the original did: same start, same seed.
     assert _params(run_dir(out, 2, "worst10"), 1) == _params(run_dir(original, 2, "worst10"), 1)
     assert json.loads((Path(out) / "report.json").read_text())["complete_seeds"] == [1, 2]
+
+
+# --- a smoke comparison with two groups of real images -----------------------------------------------
+
+def _crop_folder(shared: Path, root: Path, names: list[str], size: int = 96) -> str:
+    """A tiny real folder: the top-left ``size`` px of each named pair of the shared grain images."""
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+        for name in names:
+            with Image.open(shared / "grains" / sub / f"{name}.png") as picture:
+                picture.crop((0, 0, size, size)).save(root / sub / f"{name}.png")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def grouped_comparison(ray_local, tmp_path_factory, shared_data) -> str:
+    """2 seeds × random, near-random, 1 cycle, scored on two real groups (crops of ../shared/data/grains)."""
+    tmp = tmp_path_factory.mktemp("grouped")
+    iron = _crop_folder(shared_data, tmp / "iron", ["iron_001"])
+    tbm = _crop_folder(shared_data, tmp / "tbm", ["tbm_10-0-768", "tbm_11-0-0"])
+    out = str(tmp / "out")
+    compare(out, dict(TINY, policies="random,near-random", real=(f"iron={iron}", f"tbm={tbm}")), say=lambda line: None)
+    return out
+
+
+def test_a_comparison_with_real_groups_opens_with_the_primary_endpoint(grouped_comparison) -> None:
+    from loop.study.statistics import compare_to_reference, holm
+
+    out = grouped_comparison
+    report = (Path(out) / "report.md").read_text()
+    data = json.loads((Path(out) / "report.json").read_text())
+    assert data["settings"]["primary"] == "real:miou" and data["settings"]["reference"] == "random"
+    # The primary endpoint comes first: its section, its table (the report's first), then its verdict.
+    first_section = next(line for line in report.splitlines() if line.startswith("## "))
+    assert first_section == "## Primary endpoint: real images (all groups pooled), mIoU (`real:miou`), against random"
+    first_table = next(line for line in report.splitlines() if line.startswith("|"))
+    assert first_table == ("| policy − random | mean difference | 95 % CI (paired t) | t | p (paired t) | p (Holm) "
+                           "| p (Wilcoxon) | seeds |")
+    assert report.index("**Verdict:** on real images (all groups pooled) mIoU after N = 2 seeds: near-random") \
+        < report.index("## Final scores side by side") < report.index("## Secondary endpoints")
+
+    # Each group is scored on its own and pooled (every image counts once: 1 iron + 2 tbm images).
+    finals = {}
+    for policy in ("random", "near-random"):
+        per_seed = []
+        for seed in (1, 2):
+            last = run_status(run_dir(out, seed, policy))["cycles"][-1]
+            groups = last["real_groups"]
+            assert set(groups) == {"iron", "tbm"}
+            assert last["real"]["miou"] == pytest.approx((groups["iron"]["miou"] + 2 * groups["tbm"]["miou"]) / 3)
+            per_seed.append(last["real"]["miou"])
+        finals[policy] = per_seed
+    (expected,) = compare_to_reference(finals, "random")
+    (got,) = data["primary"]["comparisons"]
+    assert got["a"] == "near-random" and got["b"] == "random" and got["n"] == 2
+    assert got["mean_difference"] == pytest.approx(expected.mean_difference)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((expected.ci_low, expected.ci_high), nan_ok=True)
+    assert f"| near-random − random | {expected.mean_difference:+.4f} |" in report
+
+    stats = data["statistics"]
+    assert {"val", "real", "real/iron", "real/tbm"} <= set(stats)
+    assert "| policy | val | " in report and "| real | real/iron | real/tbm |" in report  # side by side
+    assert "### Real images, group iron, after cycle 1" in report and "### Real images, group tbm" in report
+    # Secondary: every test but the primary one, Holm-adjusted together.
+    secondary = [t for block in stats.values() for tests in block["tests"].values() for t in tests if not t["primary"]]
+    primary = [t for block in stats.values() for tests in block["tests"].values() for t in tests if t["primary"]]
+    assert len(primary) == 1 and primary[0]["a"] == "random" and primary[0]["b"] == "near-random"
+    assert len(secondary) == sum(len(block["metrics"]) for block in stats.values()) - 1
+    adjusted = holm([math.nan if t["p_value"] is None else t["p_value"] for t in secondary])
+    for t, p in zip(secondary, adjusted):
+        assert (t["p_holm"] is None) if math.isnan(p) else t["p_holm"] == pytest.approx(p)

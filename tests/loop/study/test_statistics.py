@@ -9,7 +9,8 @@ import pytest
 from scipy import stats
 
 from loop.study.statistics import (
-    StatisticsError, agresti_coull_interval, mean_sd, paired_t_test, pairwise_tests, summarize, t_interval,
+    StatisticsError, agresti_coull_interval, compare_to_reference, holm, mean_sd, paired_t_test, pairwise_tests,
+    summarize, t_interval, wilcoxon_p,
 )
 
 # Student's (1908) sleep data, as in R's `sleep`: extra hours of sleep of 10 patients under two drugs.
@@ -127,3 +128,49 @@ def test_undefined_tests_are_not_significant() -> None:
 def test_bad_input_is_refused_with_a_clear_error(call, message) -> None:
     with pytest.raises(StatisticsError, match=message):
         call()
+
+
+# --- the primary endpoint: Holm, Wilcoxon, paired differences against a reference -----------------
+
+def test_holm_against_hand_computed_values() -> None:
+    # Sorted p: 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1 = 0.04 -> raised to 0.06 to stay monotone).
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # 0.02 x4 = 0.08; 0.03 x3 = 0.09; 0.2 x2 = 0.4; 0.5 x1 = 0.5; capped at 1 when k·p > 1.
+    assert holm([0.5, 0.02, 0.2, 0.03]) == pytest.approx([0.5, 0.08, 0.4, 0.09])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])
+    # An undefined test (NaN) stays NaN and is not counted: the family is the other two.
+    adjusted = holm([0.01, math.nan, 0.04])
+    assert adjusted[0] == pytest.approx(0.02) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.04)
+    assert holm([]) == [] and holm([0.2]) == [0.2]
+    with pytest.raises(StatisticsError, match=r"in \[0, 1\]"):
+        holm([0.5, 1.5])
+
+
+def test_wilcoxon_against_the_exact_distribution_by_hand() -> None:
+    # n = 5 distinct |differences| 1..5 (ranks 1..5), 2**5 equally likely sign patterns under H0.
+    a = [11.0, 12.0, 7.0, 14.0, 15.0]
+    b = [10.0, 10.0, 10.0, 10.0, 10.0]  # differences 1, 2, -3, 4, 5: W- = 3
+    # Patterns with a negative rank sum <= 3: {}, {1}, {2}, {3}, {1, 2} -> 5 of 32; two-sided: 10 / 32.
+    assert wilcoxon_p(a, b) == pytest.approx(10 / 32)
+    assert wilcoxon_p([2, 3, 4, 5, 6], [1, 1, 1, 1, 1]) == pytest.approx(2 / 32)  # all positive: W- = 0
+    assert wilcoxon_p([1, 2, 3], [2, 3, 4]) == pytest.approx(2 / 8)  # three seeds can never give p < 0.25
+    assert math.isnan(wilcoxon_p([0.5, 0.6], [0.5, 0.6]))  # every difference zero: undefined
+
+
+def test_compare_to_reference_matches_r_on_the_sleep_data() -> None:
+    # R: t.test(DRUG2, DRUG1, paired = TRUE): mean difference 1.58, 95 % CI 0.7001142 2.4598858, p = 0.002833
+    values = {"drug1": DRUG1, "drug2": DRUG2, "drug3": [x + 0.5 for x in DRUG1[:5]] + DRUG1[5:]}
+    first, second = compare_to_reference(values, "drug1")
+    assert (first.a, first.b, first.n) == ("drug2", "drug1", 10)
+    assert first.mean_difference == pytest.approx(1.58)
+    assert (first.ci_low, first.ci_high) == pytest.approx((0.7001142, 2.4598858), abs=5e-7)
+    assert first.confidence == 0.95 and first.p_t == pytest.approx(0.002833, abs=5e-7)
+    assert first.p_wilcoxon == pytest.approx(stats.wilcoxon(DRUG2, DRUG1).pvalue)
+    # Holm over the two comparisons with the reference.
+    assert [first.p_holm, second.p_holm] == pytest.approx(holm([first.p_t, second.p_t]))
+    assert first.significant and first.p_holm == pytest.approx(min(1.0, 2 * first.p_t))
+    # One pair of identical runs: every test undefined, nothing significant.
+    (same,) = compare_to_reference({"r": [0.5, 0.6], "a": [0.5, 0.6]}, "r")
+    assert math.isnan(same.p_t) and math.isnan(same.p_wilcoxon) and not same.significant
+    with pytest.raises(StatisticsError, match="reference 'sobol': not among drug1, drug2"):
+        compare_to_reference({"drug1": DRUG1, "drug2": DRUG2}, "sobol")
