@@ -59,13 +59,6 @@ TEST_SPLIT = "test"
 VAL_STREAM, TRAIN_STREAM, TEST_STREAM = 0, 1, 2
 
 
-def store_has_test_split() -> bool:
-    """Whether the store takes parameter rows of split ``test`` (``stores.tables.SPLITS``)."""
-    from stores.tables import SPLITS
-
-    return TEST_SPLIT in SPLITS
-
-
 def _plan_to_json(plan: BatchPlan) -> dict[str, Any]:
     return dataclasses.asdict(plan)
 
@@ -151,10 +144,6 @@ class CycleDriver:
                                        first_batch=first_batch + len(val_plans), split="train", **common)
             # The test set comes last, so a run's validation and training data do not depend on n_test.
             n_test = cfg.n_test
-            if n_test and not store_has_test_split():
-                self.say(f"  test split: none; the store takes no {TEST_SPLIT!r} rows yet (stores.tables.SPLITS), "
-                         f"so run.n_test = {n_test} is not drawn")
-                n_test = 0
             if not n_test:
                 return val_plans + train_plans
             test = self._propose(cfg.initial_policy, cycle, n_test, stream=TEST_STREAM)
@@ -174,7 +163,7 @@ class CycleDriver:
         if self.journal.find("generated", cycle=cycle):
             return
         plans = self._plans(cycle)
-        todo = [p for p in plans if not self.store.has_batch(p.batch)]
+        todo = [p for p in plans if not self.store.has_batch_of(p.batch, p.sample_ids)]
         total, done = sum(len(p) for p in plans), sum(len(p) for p in plans if p not in todo)
         started = time.time()
         self.say(f"  generate: {total} samples in {len(plans)} batches ({done} already committed)")

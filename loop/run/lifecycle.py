@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from generators import get_generator
 from loop.config.training import ConfigError, ModelConfig, Preset, TrainConfig, get_preset
 from loop.run.driver import TEST_SPLIT, CycleDriver, TrainProgress
+from loop.run.adding import check_cycle_run
 from loop.run.journal import Journal
 from loop.run.names import CHECKPOINTS, JOURNAL, checkpoint_cycles
 from loop.run.lock import RunLock
@@ -96,6 +97,7 @@ def resume_run(run: str, cycles: int | None = None, *, address: str | None = Non
     from stores import RunStore
 
     store = RunStore.open(run)
+    check_cycle_run(store, run)
     journal = Journal(store.path(JOURNAL))
     config = run_config_from(store.config["run"])
     _check_journal_matches_data(store, journal)
@@ -211,6 +213,7 @@ def run_status(run: str) -> dict[str, Any]:
     store = RunStore.open(run)
     journal = Journal(store.path(JOURNAL))
     events = journal.events()
+    check_cycle_run(store, run)
     config = run_config_from(store.config["run"])
     params = store.params()
     target = _target_cycles(journal, config)

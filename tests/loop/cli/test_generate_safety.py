@@ -205,8 +205,6 @@ def test_the_message_for_a_run_without_cycles() -> None:
         check_cycle_run(Made({"seed": 0, "size": 64}))  # runs made before `made_by` was recorded
 
 
-@pytest.mark.xfail(strict=True, reason="loop/run/lifecycle.py must call loop.run.adding.check_cycle_run in "
-                                       "run_status and resume_run (issue 15 item 9; not this change's file)")
 @pytest.mark.parametrize("command", ["status", "resume"])
 def test_status_and_resume_on_a_run_made_by_generate(tmp_path, command) -> None:
     """Issue 15 item 9: `loop status` said `'run'` (a KeyError)."""

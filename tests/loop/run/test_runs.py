@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from loop.run.driver import CycleDriver, store_has_test_split
+from loop.run.driver import CycleDriver
 from loop.run.journal import Journal
 from loop.run.lock import RunLock
 from loop.config.run import RunConfig, run_config_from
@@ -25,9 +25,8 @@ from stores import RunStore
 
 SMALL = dict(n_train=8, n_val=10, n_per_cycle=6, size=64, batch_size=4, workers=2)
 KEY_COLUMNS = ["sample_id", "batch", "cycle", "split", "policy", "parent_id", "seed"]
-# What the smoke preset's held-out test set adds to a run (none while the store takes no 'test' rows).
-N_TEST = 8 if store_has_test_split() else 0
-NO_TEST_SPLIT = "the store takes no 'test' rows yet (stores.tables.SPLITS lacks 'test')"
+# What the smoke preset's held-out test set adds to a run.
+N_TEST = 8
 
 
 def small_config(**overrides) -> RunConfig:
@@ -202,7 +201,6 @@ def test_a_policy_never_sees_the_held_out_test_set(spy) -> None:
         spy().propose(leaky, 2, np.random.default_rng(0))
 
 
-@pytest.mark.skipif(not store_has_test_split(), reason=NO_TEST_SPLIT)
 def test_the_test_split_is_drawn_once_scored_every_cycle_forked_and_never_shown(ray_local, tmp_path, spy) -> None:
     from click.testing import CliRunner
 
