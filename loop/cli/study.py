@@ -146,8 +146,8 @@ def experiment() -> None:
 @click.option("--preset", default="cpu", show_default=True, help="Training preset: paper, cpu, smoke.")
 @click.option("--out", default=None, help="Output folder (default runs/experiment-cracks-<preset>); a rerun resumes.")
 @click.option("--tile-size", type=click.IntRange(min=32), default=None,
-              help="Tile side in px = the model's input (default: the preset's final size, 128 for paper and cpu); "
-                   "a multiple of 32.")
+              help="Tile side in px = the model's input, a multiple of 32 (default: paper 128, the paper's; cpu 64, "
+                   "affordable on a CPU; smoke 64).")
 @click.option("--tile-stride", type=click.IntRange(min=1), default=None,
               help="Step between tiles in px (default: the tile size, tiles overlap only to cover the image).")
 @click.option("--min-crack-px", type=click.IntRange(min=1), default=20, show_default=True,
@@ -162,12 +162,12 @@ def experiment() -> None:
 @click.option("--capture-gap", type=click.IntRange(min=0), default=1500, show_default=True,
               help="Capture rule: largest step between capture numbers inside one group.")
 @click.option("--n-synthetic", type=click.IntRange(min=2), default=None,
-              help="Synthetic training tiles (default: paper 20000, cpu 320, smoke 48).")
+              help="Synthetic training tiles (default: paper 20000, cpu 800, smoke 48).")
 @click.option("--real-epochs", type=click.IntRange(min=1), default=None,
               help="Passes over the real crack tiles per stage, real and fine-tuned models (default: paper 10, "
-                   "cpu 4, smoke 1).")
+                   "cpu 6, smoke 1).")
 @click.option("--min-steps", type=click.IntRange(min=1), default=None,
-              help="Least optimiser steps per training stage, every model (default: paper 100, cpu 20, smoke 1).")
+              help="Least optimiser steps per training stage, every model (default: paper 100, cpu 30, smoke 1).")
 @click.option("--max-repeat", type=click.IntRange(min=1), default=4, show_default=True,
               help="Most repeats of a crack tile when balancing the real training set by sampling.")
 @click.option("--exemplars", default="real", show_default=True,

@@ -95,13 +95,23 @@ SCORED = ("test", "all", "val")
 TESTS = (("real", "mixed"), ("synthetic", "real"))
 """The paired comparisons of the table, Holm-adjusted together within an evaluation set."""
 
-N_SYNTHETIC = {"paper": 20000, "cpu": 320, "smoke": 48}
+TILE_SIZE = {"paper": 128, "cpu": 64}
+"""Default tile side (= the model's input) per preset; other presets: their final training size.
+
+The paper's 128 px. On a CPU 64 px, the cpu preset's first stage size: a tile costs a
+quarter, and at the images' own resolution a crack is as wide in a 64 px tile as in a
+128 px one. At 128 px a shared 2-core CPU gave the synthetic model about 60 optimiser
+steps per seed within the hour for 30 seeds, and it did not learn even its own synthetic
+task (validation error 0.1–0.45); at 64 px it gets 250 (0.09).
+"""
+
+N_SYNTHETIC = {"paper": 20000, "cpu": 800, "smoke": 48}
 """Default synthetic training tiles per preset (the paper had 79312; a validation fifth more)."""
 
-REAL_EPOCHS = {"paper": 10, "cpu": 4, "smoke": 1}
+REAL_EPOCHS = {"paper": 10, "cpu": 6, "smoke": 1}
 """Default epochs per stage on the real training set (passes over its crack tiles), per preset."""
 
-MIN_STEPS = {"paper": 100, "cpu": 20, "smoke": 1}
+MIN_STEPS = {"paper": 100, "cpu": 30, "smoke": 1}
 """Default minimum optimiser steps per training stage, per preset."""
 
 MIN_STEPS_PER_EPOCH = 4
@@ -126,8 +136,8 @@ def _positive_int(name: str, value: Any, low: int = 1, optional: bool = True) ->
 class ExperimentConfig:
     """What ``loop experiment cracks`` runs (see the module docstring).
 
-    Tiling: ``tile_size`` (default: the preset's final training size; the preset's stage
-    sizes are scaled to it), ``tile_stride`` (default: the tile size), ``min_crack_px``,
+    Tiling: ``tile_size`` (default :data:`TILE_SIZE`, else the preset's final training
+    size; every stage trains at it, :func:`tile_stages`), ``tile_stride`` (default: the tile size), ``min_crack_px``,
     ``pad`` (reflect-pad images smaller than a tile; else they are left out and counted),
     ``crack_image_negatives`` (use the crack-free tiles of crack images as no-crack tiles),
     ``groups`` and ``capture_gap`` (:func:`loop.study.crack_tiles.physical_groups`).
@@ -187,8 +197,9 @@ class ExperimentConfig:
 
     @property
     def input_size(self) -> int:
-        """The model's input size = the tile size (the preset's final training size unless set)."""
-        return self.tile_size or get_preset(self.preset, task="classification").train.stages[-1].size
+        """The model's input size = the tile size (:data:`TILE_SIZE` or the preset's final training size unless set)."""
+        return self.tile_size or TILE_SIZE.get(self.preset) or \
+            get_preset(self.preset, task="classification").train.stages[-1].size
 
     @property
     def synthetic_count(self) -> int:
@@ -244,21 +255,26 @@ def sized_stages(stages: Sequence[Stage], n: int, *, min_steps: int, epochs: int
     return tuple(out)
 
 
-def _scaled_stages(stages: Sequence[Stage], size: int) -> tuple[Stage, ...]:
-    """The stages with their sizes scaled so the last one is ``size`` (multiples of 32, at least 32)."""
-    last = stages[-1].size
-    if last == size:
-        return tuple(stages)
-    return tuple(dataclasses.replace(s, size=max(32, int(round(s.size * size / last / 32)) * 32)) for s in stages)
+def tile_stages(stages: Sequence[Stage], size: int) -> tuple[Stage, ...]:
+    """The stages, every one at the tile size ``size``.
+
+    A preset's progressive resizing (the cpu preset trains its head at 64 px, then all
+    layers at 128 px) suits segmentation of large images; a tile shrunk to half its size
+    halves a crack a few pixels wide, and a head fitted at one size misleads the next
+    stage at another (worst when fine-tuning a model trained at the tile size). The paper
+    trained its crack classifier at 128 px throughout (§3.1.2).
+    """
+    return tuple(dataclasses.replace(s, size=size) for s in stages)
 
 
 def base_schedule(config: ExperimentConfig) -> tuple[Preset, TrainConfig]:
-    """The classification preset (with ``encoder_weights``) and its schedule at the tile size, not yet sized."""
+    """The classification preset (with ``encoder_weights``) and its schedule at the tile size (:func:`tile_stages`),
+    not yet sized to the data."""
     preset = get_preset(config.preset, task="classification")
     if config.encoder_weights:
         preset = dataclasses.replace(preset, model=dataclasses.replace(preset.model,
                                                                         encoder_weights=config.encoder_weights))
-    train = dataclasses.replace(preset.train, stages=_scaled_stages(preset.train.stages, config.input_size))
+    train = dataclasses.replace(preset.train, stages=tile_stages(preset.train.stages, config.input_size))
     return preset, train
 
 

@@ -20,6 +20,7 @@ from loop.study.crack_experiment import (
     MODELS,
     ExperimentConfig,
     ExperimentError,
+    base_schedule,
     seed_data,
     sized_stages,
     table1_summary,
@@ -76,6 +77,14 @@ def test_seed_data_splits_by_group_balances_and_is_seeded(tmp_path) -> None:
         not np.array_equal(again.train, seed_data(config, tiles, 2).train)
 
 
+def test_every_stage_trains_at_the_tile_size() -> None:
+    """No progressive resizing on tiles: shrinking a tile would thin its crack."""
+    for preset, tile, size in (("cpu", None, 64), ("cpu", 128, 128), ("paper", None, 128), ("smoke", 96, 96)):
+        _, schedule = base_schedule(ExperimentConfig(real_dir="x", preset=preset, tile_size=tile))
+        assert {s.size for s in schedule.stages} == {size}
+        assert [s.freeze_encoder for s in schedule.stages] == [True, False]  # the preset's head, then all layers
+
+
 @pytest.mark.parametrize("batch", [4, 16, 64, 256])
 def test_sized_stages_never_batch_more_than_the_set(batch: int) -> None:
     stages = (Stage(size=64, epochs=2, freeze_encoder=True, lr_max=1e-3, batch_size=batch),
@@ -106,12 +115,14 @@ def test_bad_config() -> None:
         ExperimentConfig(real_dir="x", space="nope.toml")
     with pytest.raises(ExperimentError, match="tile_size: expected a multiple of 32 px >= 32"):
         ExperimentConfig(real_dir="x", tile_size=100)
-    with pytest.raises(ExperimentError, match="tile_stride: expected at most the tile size 128, got 200"):
+    with pytest.raises(ExperimentError, match="tile_stride: expected at most the tile size 64, got 200"):
         ExperimentConfig(real_dir="x", tile_stride=200)
     with pytest.raises(ExperimentError, match="min_crack_px: expected an integer >= 1"):
         ExperimentConfig(real_dir="x", min_crack_px=0)
-    assert ExperimentConfig(real_dir="x").input_size == 128
+    assert ExperimentConfig(real_dir="x").input_size == 64
+    assert ExperimentConfig(real_dir="x", preset="paper").input_size == 128
     assert ExperimentConfig(real_dir="x", preset="smoke").input_size == 64
+    assert ExperimentConfig(real_dir="x", tile_size=128).input_size == 128
 
 
 def test_summary_uses_the_compare_statistics() -> None:
