@@ -126,7 +126,7 @@ class Location:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        _fsync(folder)
+        fsync_path(folder)
 
     def create_exclusive(self, rel: str, data: bytes) -> None:
         """Create file ``rel`` holding ``data``; raise ``FileExistsError`` if it exists.
@@ -186,8 +186,8 @@ class Location:
             paths.append(folder)
         # fsync releases the GIL and the disk takes several at once: flush them together.
         with ThreadPoolExecutor(max_workers=min(8, len(paths))) as pool:
-            list(pool.map(_fsync, paths))
-        _fsync(posixpath.dirname(top))
+            list(pool.map(fsync_path, paths))
+        fsync_path(posixpath.dirname(top))
 
     def zarr_store(self, rel: str, read_only: bool = False) -> Any:
         """A Zarr v3 store rooted at ``rel``: ``LocalStore`` on local disk, ``FsspecStore`` elsewhere."""
@@ -199,7 +199,7 @@ class Location:
                                                  storage_options={"use_listings_cache": False})
 
 
-def _fsync(path: str) -> None:
+def fsync_path(path: str) -> None:
     """fsync a file, or a directory so that a new or renamed entry in it survives a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:

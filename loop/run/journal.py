@@ -34,7 +34,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from loop.errors import InputError
-from stores.location import Location
+from stores.location import Location, fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,6 @@ def _split_uri(uri: str) -> tuple[str, str]:
     if not name or folder.endswith(":/"):
         raise InputError(f"journal {uri!r}: expected the URI of a file inside a folder or bucket")
     return folder, name
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _complete_part(raw: bytes) -> tuple[bytes, int]:
@@ -129,7 +121,7 @@ class Journal:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.location.root)  # the new file's name survives a crash too
+            fsync_path(self.location.root)  # the new file's name survives a crash too
 
     def _cut_torn_tail(self, fd: int) -> int:
         """Truncate a torn last line of the open journal ``fd``; return the file's (new) size."""

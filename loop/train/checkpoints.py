@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import torch
 
 from loop.errors import InputError
-from stores.location import Location
+from stores.location import Location, fsync_path
 
 FORMAT = "synthloop-checkpoint"
 VERSION = 1
@@ -102,14 +102,6 @@ def _where(uri: str) -> tuple[Location, str]:
     return Location(folder), name
 
 
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _replace_durably(location: Location, name: str, data: bytes) -> None:
     """Make file ``name`` hold ``data``, replacing any file there, all at once and durably.
 
@@ -122,7 +114,7 @@ def _replace_durably(location: Location, name: str, data: bytes) -> None:
         return
     if not os.path.isdir(location.root):
         os.makedirs(location.root, exist_ok=True)
-        _fsync(os.path.dirname(location.root))  # the new folder's name survives a crash too
+        fsync_path(os.path.dirname(location.root))  # the new folder's name survives a crash too
     final = location.join(name)
     tmp = f"{final}{TMP_MARK}{uuid.uuid4().hex}"
     try:
@@ -137,7 +129,7 @@ def _replace_durably(location: Location, name: str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync(location.root)
+    fsync_path(location.root)
 
 
 def save_checkpoint(uri: str, model_state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str:

@@ -13,18 +13,6 @@ from loop.config.training import ModelConfig
 from loop.train.model import INPUT_MEAN, ModelError, build_model, model_from_checkpoint, set_encoder_frozen
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _two_torch_threads():
-    """Two torch threads for this module's tests, and the thread count before them restored after.
-
-    (Set at import time, it applied to every test of the session that ran after collection.)
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 SEG = ModelConfig(encoder="resnet18")
 CLS = ModelConfig(task="classification", encoder="resnet18", classes=3)
 

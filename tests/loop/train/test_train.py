@@ -17,18 +17,6 @@ from loop.train.model import model_from_checkpoint
 from loop.train.fit import PairDataset, TrainError, make_loader, stage_generator, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _two_torch_threads():
-    """Two torch threads for this module's tests, and the thread count before them restored after.
-
-    (Set at import time, it applied to every test of the session that ran after collection.)
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
 SMOKE = get_preset("smoke")
 
 
