@@ -39,7 +39,7 @@ proportion of N² trials for N seeds (the convention that reproduces the paper's
 :mod:`loop.study.statistics`); a 99 % t interval of the mean; the textbook Agresti–Coull
 interval of every classification pooled. Paired two-tailed t-tests real vs mixed and
 synthetic vs real on the same seeds, Holm-adjusted within each evaluation set
-(``statsmodels.stats.multitest.multipletests``).
+(:func:`loop.study.statistics.holm`, statsmodels' ``multipletests``).
 
 Results go to ``OUT``: ``config.toml``, per finished seed ``seed_NNN.json`` and
 ``split_NNN.json`` (a rerun with the same configuration skips those seeds), ``table1.json``
@@ -80,7 +80,15 @@ from loop.study.crack_tiles import (
     oversampled,
 )
 from loop.study.report import json_ready
-from loop.study.statistics import CONFIDENCE, SIGNIFICANCE, agresti_coull_interval, mean_sd, paired_t_test, t_interval
+from loop.study.statistics import (
+    CONFIDENCE,
+    SIGNIFICANCE,
+    agresti_coull_interval,
+    holm,
+    mean_sd,
+    paired_t_test,
+    t_interval,
+)
 from loop.train.data import ArrayView
 
 MODELS = ("synthetic", "real", "mixed")
@@ -465,19 +473,6 @@ def run_seed(config: ExperimentConfig, tiles: TileSet, seed: int, out: Path, *, 
 # --- Table 1 -------------------------------------------------------------------------------------
 
 
-def _holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values (``statsmodels``' ``multipletests``); NaN stays NaN and is left out of the family."""
-    from statsmodels.stats.multitest import multipletests
-
-    finite = [i for i, p in enumerate(p_values) if math.isfinite(p)]
-    out = [math.nan] * len(p_values)
-    if finite:
-        adjusted = multipletests([p_values[i] for i in finite], alpha=SIGNIFICANCE, method="holm")[1]
-        for i, p in zip(finite, adjusted):
-            out[i] = float(p)
-    return out
-
-
 def table1_summary(rows: Sequence[dict[str, Any]], confidence: float = CONFIDENCE) -> dict[str, Any]:
     """Table 1 from per-seed rows: per evaluation set and model, mean ± sd and the intervals; the paired tests."""
     if not rows:
@@ -502,7 +497,7 @@ def table1_summary(rows: Sequence[dict[str, Any]], confidence: float = CONFIDENC
                     table[where][model][key] = sum(r[key][model][where] for r in rows)
         tests = [paired_t_test([r["error_rate"][a][where] for r in rows],
                                [r["error_rate"][b][where] for r in rows], (a, b)) for a, b in TESTS]
-        for test, p_holm in zip(tests, _holm([t.p_value for t in tests])):
+        for test, p_holm in zip(tests, holm([t.p_value for t in tests])):
             table[where][f"{test.a}_vs_{test.b}"] = {
                 **test.to_dict(), "p_holm": p_holm,
                 "significant_holm": bool(math.isfinite(p_holm) and p_holm < SIGNIFICANCE)}

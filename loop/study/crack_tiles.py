@@ -245,11 +245,6 @@ class TileSet:
         """Indices of the tiles with a class (crack or no crack)."""
         return np.flatnonzero(self.kind >= 0)
 
-    @property
-    def labels(self) -> np.ndarray:
-        """Class per tile (1 crack, 0 no crack; negative for tiles kept apart)."""
-        return self.kind.astype(np.int64)
-
     def view(self, indices: Sequence[int]) -> ArrayView:
         """The tiles at ``indices`` (usable ones) as a classification view; sample ids = tile indices."""
         idx = np.asarray(indices, dtype=np.int64)
