@@ -27,6 +27,6 @@ def main(ctx: click.Context, debug: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-for _command in (data.generate, data.show, data.query, runs.start, runs.resume, runs.status, evaluate.evaluate,
+for _command in (data.generate, data.show, data.query, data.split_real, runs.start, runs.resume, runs.status, evaluate.evaluate,
                  bench.bench, study.compare_cmd, study.fit_cracks_cmd, study.experiment):
     main.add_command(_command)

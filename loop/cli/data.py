@@ -103,3 +103,27 @@ def query(run: str, sql: str, fmt: str) -> None:
     click.echo(format_table(run_query(run, sql), fmt=fmt))
 
 
+
+
+@click.command("split-real")
+@click.argument("src")
+@click.argument("out")
+@click.option("--check-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True,
+              help="Share of each family's source micrographs put in the check half.")
+@click.option("--seed", type=int, default=None,
+              help="Shuffle sources within each family with this seed (default: name order).")
+def split_real(src: str, out: str, check_fraction: float, seed: int | None) -> None:
+    """Split the real folder SRC by source micrograph into OUT/dev and OUT/check.
+
+    Crops of one micrograph (NAME-<y>-<x>) stay together; each family of micrographs (the
+    name before its first `_`) is split on its own. The halves are folders of links to the
+    original files, ready for `--real dev=OUT/dev --real check=OUT/check`; OUT/split.json
+    lists the sources of each.
+    """
+    from loop.evaluate.real_split import write_split
+
+    split = write_split(src, out, check_fraction=check_fraction, seed=seed)
+    for half in ("dev", "check"):
+        sources = getattr(split, half)
+        click.echo(f"{half}: {len(split.names(half))} images from {len(sources)} sources "
+                   f"({', '.join(sources)}) -> {out}/{half}")

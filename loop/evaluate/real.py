@@ -208,9 +208,13 @@ class RealFolder:
     def __len__(self) -> int:
         return len(self.names)
 
+    def paths(self, name: str) -> tuple[Path, Path]:
+        """The image file and the mask file of the pair called ``name``."""
+        return self._images[name], self._masks[name]
+
     def __getitem__(self, i: int) -> RealPair:
         name = self.names[i]
-        image_path, mask_path = self._images[name], self._masks[name]
+        image_path, mask_path = self.paths(name)
         image = load_grey_image(image_path)
         mask, kind = load_boundary_mask(mask_path)
         if image.shape != mask.shape:
