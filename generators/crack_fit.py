@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import tomli_w
 from PIL import Image
 from scipy import ndimage
 from scipy.sparse import coo_matrix
@@ -57,6 +56,7 @@ from skimage.measure import approximate_polygon
 from skimage.morphology import skeletonize
 
 from generators.cracks import LIMITS, SPACE, TEXTURE_DIM, CrackSpaceError
+from generators import space
 from generators.space import Continuous, Dimension, LogRange, ParamSpace
 
 MIN_SKELETON_PX = 8
@@ -397,10 +397,8 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def save_space_file(fit: CrackFit, path: str | Path) -> Path:
-    """Write ``fit.to_dict()`` as TOML to ``path`` (readable by :func:`generators.cracks.load_space_file`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = ("# Crack parameter space fitted by `loop fit-cracks`; dimensions as ParamSpace.to_dict().\n"
-              "# Use: generators.cracks.crack_generator_from_file(PATH) or `loop experiment cracks --space PATH`.\n")
-    path.write_text(header + tomli_w.dumps(fit.to_dict()))
-    return path
+    """Write ``fit``'s space as TOML to ``path`` (readable by :func:`generators.cracks.load_space_file`)."""
+    return space.save_space_file(fit.space, path, comment=(
+        "Crack parameter space fitted by `loop fit-cracks`; dimensions as ParamSpace.to_dict().\n"
+        "Use: generators.cracks.crack_generator_from_file(PATH) or `loop experiment cracks --space PATH`."),
+        extra={"fit": fit.to_dict()["fit"]})

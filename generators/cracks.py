@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import tomllib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from skimage.draw import line as draw_line
 
 from generators.base import GeneratorError, Sample, StageClock, check_size
 from generators.imaging import noise_blur_uint8
+from generators import space as space_file
 from generators.space import Choice, Continuous, LogRange, ParamSpace, ParamSpaceError
 from generators.textures import Exemplar, TextureBank, default_exemplars, exemplars_digest, load_exemplars
 
@@ -380,22 +380,11 @@ class CrackGenerator:
 
 
 def load_space_file(path: str | Path) -> ParamSpace:
-    """Read a parameter-space TOML file (``ParamSpace.to_dict()`` form, as ``loop fit-cracks`` writes)."""
-    path = Path(path)
+    """Read a crack parameter-space TOML file (as ``loop fit-cracks`` writes); errors are :class:`CrackSpaceError`."""
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise CrackSpaceError(f"space file {path}: not found") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise CrackSpaceError(f"space file {path}: cannot be read as TOML ({exc})") from exc
-    if not isinstance(data.get("dimensions"), list):
-        raise CrackSpaceError(f"space file {path}: expected a [[dimensions]] array of tables")
-    try:
-        return ParamSpace.from_dict(data)
-    except (KeyError, TypeError) as exc:
-        raise CrackSpaceError(f"space file {path}: a dimension lacks or mistypes a field ({exc})") from exc
+        return space_file.load_space_file(path)
     except ParamSpaceError as exc:
-        raise CrackSpaceError(f"space file {path}: {exc}") from exc
+        raise CrackSpaceError(str(exc)) from None
 
 
 def crack_generator_from_file(path: str | Path, exemplars: str | Path | Sequence[Exemplar] | None = None

@@ -9,11 +9,14 @@ types and bounds from here; nothing outside a generator hard-codes a parameter n
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import tomli_w
 from loop.errors import InputError
 
 
@@ -71,8 +74,8 @@ class Dimension:
 
 
 def _check_range(name: str, low: float, high: float) -> None:
-    if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
-        raise ParamSpaceError(f"dimension {name!r}: bounds must be finite with low < high, got [{low}, {high}]")
+    if not (math.isfinite(low) and math.isfinite(high)) or not low <= high:
+        raise ParamSpaceError(f"dimension {name!r}: bounds must be finite with low <= high, got [{low}, {high}]")
 
 
 @dataclass(frozen=True)
@@ -115,12 +118,15 @@ class _Range(Dimension):
 
 @dataclass(frozen=True)
 class Continuous(_Range):
-    """A real-valued range, uniform on a linear scale."""
+    """A real-valued range, uniform on a linear scale (low == high: a fixed value)."""
 
     kind: ClassVar[str] = "continuous"
 
     def to_unit(self, values: np.ndarray) -> np.ndarray:
-        return (np.asarray(values, dtype=float) - self.low) / (self.high - self.low)
+        values = np.asarray(values, dtype=float)
+        if self.high == self.low:  # a fixed dimension sits in the middle of its unit interval
+            return np.full(values.shape, 0.5)
+        return (values - self.low) / (self.high - self.low)
 
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         return np.clip(self.low + np.asarray(u, dtype=float) * (self.high - self.low), self.low, self.high)
@@ -139,8 +145,11 @@ class LogRange(_Range):
             raise ParamSpaceError(f"dimension {self.name!r}: a log range needs low > 0, got {self.low}")
 
     def to_unit(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=float)
+        if self.high == self.low:
+            return np.full(values.shape, 0.5)
         lo, hi = math.log(self.low), math.log(self.high)
-        return (np.log(np.asarray(values, dtype=float)) - lo) / (hi - lo)
+        return (np.log(values) - lo) / (hi - lo)
 
     def from_unit(self, u: np.ndarray) -> np.ndarray:
         lo, hi = math.log(self.low), math.log(self.high)
@@ -359,3 +368,58 @@ class ParamSpace:
 def _python(value: Any) -> Any:
     """Numpy scalar to the matching Python scalar."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def load_space_file(path: str | Path) -> ParamSpace:
+    """Read a parameter-space TOML file (``ParamSpace.to_dict()`` form, as ``loop fit-grains`` and
+    ``loop fit-cracks`` write); raises :class:`ParamSpaceError` naming the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ParamSpaceError(f"space file {path}: not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ParamSpaceError(f"space file {path}: cannot be read as TOML ({exc})") from exc
+    if not isinstance(data.get("dimensions"), list):
+        raise ParamSpaceError(f"space file {path}: expected a [[dimensions]] array of tables")
+    try:
+        return ParamSpace.from_dict(data)
+    except (KeyError, TypeError) as exc:
+        raise ParamSpaceError(f"space file {path}: a dimension lacks or mistypes a field ({exc})") from exc
+    except ParamSpaceError as exc:
+        raise ParamSpaceError(f"space file {path}: {exc}") from exc
+
+
+def save_space_file(space: ParamSpace, path: str | Path, comment: str = "",
+                    extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``space`` as a TOML space file (readable by :func:`load_space_file`), ``comment``
+    lines first as ``#`` comments and ``extra`` tables (e.g. a fit summary) after the
+    dimensions; creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    path.write_text(header + tomli_w.dumps({**space.to_dict(), **(extra or {})}))
+    return path
+
+
+def check_subspace(space: ParamSpace, limits: ParamSpace, source: str = "space") -> None:
+    """Raise :class:`ParamSpaceError` (naming ``source`` and the dimension) unless ``space`` has
+    exactly the dimensions of ``limits``, each of the same kind and inside its bounds (a
+    choice: a subset of its options). Dimensions may be fixed (low == high)."""
+    if set(space.names) != set(limits.names):
+        missing = sorted(set(limits.names) - set(space.names))
+        extra = sorted(set(space.names) - set(limits.names))
+        raise ParamSpaceError(f"{source}: dimensions do not match the generator's (missing {missing}, "
+                              f"unknown {extra}); expected {', '.join(limits.names)}")
+    for dim in space:
+        limit = limits[dim.name]
+        if dim.kind != limit.kind:
+            raise ParamSpaceError(f"{source}: dimension {dim.name!r} is {dim.kind}; expected {limit.kind}")
+        if isinstance(dim, Choice):
+            unknown = [o for o in dim.options if o not in limit.options]
+            if unknown:
+                raise ParamSpaceError(f"{source}: dimension {dim.name!r} has option(s) {unknown}; "
+                                      f"expected among {', '.join(limit.options)}")
+        elif dim.low < limit.low or dim.high > limit.high:
+            raise ParamSpaceError(f"{source}: dimension {dim.name!r} has bounds [{dim.low}, {dim.high}]; "
+                                  f"expected within [{limit.low}, {limit.high}] {dim.unit}".rstrip())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -9,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from generators import Choice, Continuous, Integer, LogRange, ParamSpace, ParamSpaceError
+from generators.space import check_subspace, load_space_file, save_space_file
 
 
 @pytest.fixture
@@ -111,7 +114,7 @@ def test_dict_round_trip(space: ParamSpace) -> None:
 @pytest.mark.parametrize(
     ("build", "fragment"),
     [
-        (lambda: Continuous("a", "", "", 2.0, 1.0), "low < high"),
+        (lambda: Continuous("a", "", "", 2.0, 1.0), "low <= high"),
         (lambda: LogRange("a", "", "", 0.0, 1.0), "needs low > 0"),
         (lambda: Integer("a", "", "", 0.5, 3), "whole numbers"),
         (lambda: Choice("a", "", "", ("x", "x")), "distinct options"),
@@ -126,3 +129,50 @@ def test_bad_declarations(build, fragment: str) -> None:
 def test_unknown_dimension_lookup(space: ParamSpace) -> None:
     with pytest.raises(ParamSpaceError, match="unknown parameter 'nope'; known: contrast, lloyd, sigma, polarity"):
         space["nope"]
+
+
+@pytest.mark.parametrize("dim", [Continuous("a", "", "", 0.3, 0.3), LogRange("a", "", "", 2.0, 2.0),
+                                 Integer("a", "", "", 4, 4)])
+def test_fixed_dimension_always_gives_its_value(dim) -> None:
+    space = ParamSpace([dim, Continuous("b", "", "", 0.0, 1.0)])
+    rows = space.sample(np.random.default_rng(0), 20)
+    assert {r["a"] for r in rows} == {dim.low}
+    assert np.all(space.to_unit(rows)[:, 0] == 0.5)
+    assert space.from_unit(np.array([[0.0, 0.5], [1.0, 0.5]]))[1]["a"] == dim.low
+    with pytest.raises(ParamSpaceError, match="out of bounds"):
+        space.validate({"a": dim.low + 1, "b": 0.5})
+
+
+def test_space_file_round_trip_with_comment_and_extra(tmp_path, space: ParamSpace) -> None:
+    path = save_space_file(space, tmp_path / "deep" / "s.toml", comment="line one\nline two", extra={"fit": {"n": 3}})
+    text = path.read_text()
+    assert text.startswith("# line one\n# line two\n") and "[fit]" in text
+    assert load_space_file(path) == space
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (None, "not found"),
+    ("dimensions = [", "cannot be read as TOML"),
+    ("x = 1", "array of tables"),
+    ('[[dimensions]]\nname = "a"\nkind = "continuous"\nlow = 0.0\n', "lacks or mistypes"),
+    ('[[dimensions]]\nname = "a"\nkind = "continuous"\nlow = 1.0\nhigh = 0.0\n', "low <= high"),
+])
+def test_bad_space_files_name_the_file(tmp_path, content, fragment) -> None:
+    path = tmp_path / "s.toml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ParamSpaceError, match=fragment) as info:
+        load_space_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_subspace_check(space: ParamSpace) -> None:
+    narrow = ParamSpace([replace(d, low=d.low, high=d.low) if not isinstance(d, Choice) else replace(d, options=d.options[:1])
+                         for d in space])
+    check_subspace(narrow, space)
+    check_subspace(space, space)
+    with pytest.raises(ParamSpaceError, match="missing"):
+        check_subspace(ParamSpace(list(space)[1:]), space, source="f.toml")
+    wide = ParamSpace([replace(space.dimensions[0], high=space.dimensions[0].high + 1), *space.dimensions[1:]])
+    with pytest.raises(ParamSpaceError, match=f"{space.names[0]!r} has bounds"):
+        check_subspace(wide, space)
