@@ -8,3 +8,16 @@ import generators
 def generator_choice_help() -> str:
     """``--generator``'s help: the registered generators."""
     return "Generator name; one of: " + ", ".join(generators.available())
+
+
+SPACE_HELP = ("Parameter-space file (TOML, e.g. from `loop fit-grains`) to sample from instead of the "
+              "generator's own space; frozen into the run.")
+
+
+def space_from_file(path: str | None):
+    """``--space FILE``'s parameter space (``None`` without the option); a bad file is one error line."""
+    if path is None:
+        return None
+    from generators.space import load_space_file
+
+    return load_space_file(path)

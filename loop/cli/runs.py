@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from loop.cli.options import generator_choice_help
+from loop.cli.options import SPACE_HELP, generator_choice_help, space_from_file
 from loop.cli.output import echo_json, fmt, say
 from loop.cli.progress import TrainProgressView, format_duration
 
@@ -30,10 +30,11 @@ from loop.cli.progress import TrainProgressView, format_duration
               help="Held-out synthetic test samples, never shown to a policy (preset default; 0 = none).")
 @click.option("--n-per-cycle", type=click.IntRange(min=1), default=None, help="New samples per cycle (preset default).")
 @click.option("--size", type=int, default=None, help="Image side in px (preset default).")
+@click.option("--space", "space_file", default=None, metavar="FILE", help=SPACE_HELP)
 def start(run: str | None, policy: str, preset: str, cycles: int | None, generator_name: str, seed: int,
           address: str | None, workers: int | None, real: tuple[str, ...], encoder_weights: str | None,
           finetune_on: str | None, n_train: int | None, n_val: int | None, n_test: int | None,
-          n_per_cycle: int | None, size: int | None) -> None:
+          n_per_cycle: int | None, size: int | None, space_file: str | None) -> None:
     """Start a run: cycle 0 (initial data, training, evaluation), then the adaptive cycles."""
     import time
 
@@ -42,7 +43,8 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
 
     config = RunConfig.for_preset(preset, generator=generator_name, policy=policy, cycles=cycles, seed=seed,
                                   workers=workers, real=real or None, finetune_on=finetune_on, n_train=n_train,
-                                  n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle, size=size)
+                                  n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle, size=size,
+                                  space=space_from_file(space_file))
     run = run or f"runs/{policy.split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
     with TrainProgressView(say=say) as view:

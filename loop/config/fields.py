@@ -58,8 +58,9 @@ def set_field(obj: Any, name: str, value: Any) -> None:
 
 
 def plain(value: Any) -> Any:
-    """Plain data (TOML-ready) of a config value: dicts for dataclasses, lists for tuples."""
-    if dataclasses.is_dataclass(value):
+    """Plain data (TOML-ready) of a config value: dicts for dataclasses and anything with ``to_dict``
+    (a parameter space), lists for tuples."""
+    if dataclasses.is_dataclass(value) or hasattr(value, "to_dict"):
         return value.to_dict()
     if isinstance(value, (tuple, list)):
         return [plain(v) for v in value]

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from generators.space import ParamSpace, ParamSpaceError
 from loop.config.fields import ConfigError, DictFields, check_int, fail, set_field
 
 FINETUNE_DATA = ("new", "all")
@@ -104,6 +105,10 @@ class RunConfig(DictFields):
     The presets set it (:data:`DATA_PRESETS`). ``real``: named folders of real labelled images
     (:data:`RealGroups`), each scored after every cycle; a run.toml of before, with one
     ``real_dir`` folder, loads as one group named after the folder.
+
+    ``space``: the parameter space the run samples from (e.g. fitted by ``loop fit-grains``,
+    read from a space file), inside the generator's own; ``None`` = the generator's space.
+    Frozen here, so ``loop resume`` and a fork sample from the same space.
     """
 
     generator: str = "grains"
@@ -121,6 +126,7 @@ class RunConfig(DictFields):
     finetune_on: str = "all"
     n_test: int = 0
     real: RealGroups = ()
+    space: ParamSpace | None = None
 
     def __post_init__(self) -> None:
         for name in ("generator", "policy", "initial_policy", "preset"):
@@ -139,6 +145,7 @@ class RunConfig(DictFields):
         check_int("run.workers", self.workers, 0, 100_000)
         if self.finetune_on not in FINETUNE_DATA:
             raise fail("run.finetune_on", self.finetune_on, f"one of {FINETUNE_DATA}")
+        set_field(self, "space", _space(self.space))
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> "RunConfig":
@@ -164,6 +171,20 @@ class RunConfig(DictFields):
     def with_cycles(self, cycles: int) -> "RunConfig":
         """The same run with a different number of adaptive cycles."""
         return dataclasses.replace(self, cycles=cycles)
+
+
+def _space(value: Any) -> ParamSpace | None:
+    """``run.space`` as a :class:`ParamSpace`: given as one, or in its ``to_dict`` form (run.toml)."""
+    if value is None or isinstance(value, ParamSpace):
+        return value
+    if not isinstance(value, Mapping) or not isinstance(value.get("dimensions"), list):
+        raise fail("run.space", value, "a parameter space (a table with a [[dimensions]] array)")
+    try:
+        return ParamSpace.from_dict(value)
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"run.space: a dimension lacks or mistypes a field ({exc})") from None
+    except ParamSpaceError as exc:
+        raise ConfigError(f"run.space: {exc}") from None
 
 
 def run_config_from(data: Mapping[str, Any]) -> RunConfig:

@@ -39,7 +39,6 @@ from torch import nn
 
 from generators.base import TASKS
 from loop.evaluate.metrics import EvaluationError
-from loop.train.device import resolve_device
 
 DIVISOR = 32
 """U-Net encoders downsample five times: inputs must have sides divisible by 32."""

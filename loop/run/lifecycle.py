@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator
 import pyarrow.compute as pc
 
 from generators import get_generator
+from generators.space import ParamSpace, check_subspace
 from loop.config.training import ConfigError, ModelConfig, Preset, TrainConfig, get_preset
 from loop.run.driver import TEST_SPLIT, CycleDriver, TrainProgress
 from loop.run.adding import check_cycle_run
@@ -38,18 +39,26 @@ def check_real_folders(groups: RealGroups) -> None:
             raise RunError(f"real group {name!r}: {err}") from None
 
 
+def run_space(config: RunConfig) -> ParamSpace:
+    """The parameter space a run samples from: its own (``run.space``) or its generator's."""
+    return config.space if config.space is not None else get_generator(config.generator).space
+
+
 def check_run_config(config: RunConfig, *, real_folders: bool = True) -> None:
-    """Fail early, before anything is written, on an unknown generator, policy or preset, a policy
-    that names dimensions the generator's space lacks, or (with ``real_folders``) a missing or
+    """Fail early, before anything is written, on an unknown generator, policy or preset, a space
+    outside the generator's, a policy that names dimensions the space lacks, or (with ``real_folders``) a missing or
     badly laid out real folder."""
     from policies import PolicyError
 
     generator = get_generator(config.generator)
+    if config.space is not None:
+        check_subspace(config.space, generator.space, source=f"run.space (for the {generator.name} generator)")
+    space = run_space(config)
     for field in ("policy", "initial_policy"):
         spec = getattr(config, field)
         policy = get_policy(spec)
         try:
-            policy.check_space(generator.space)
+            policy.check_space(space)
         except PolicyError as err:
             raise PolicyError(f"run.{field} {spec!r} does not fit the {generator.name} generator's space: {err}") from None
     get_preset(config.preset)
@@ -83,7 +92,7 @@ def start_run(run: str, config: RunConfig, *, address: str | None = None, encode
     if RunStore.exists(run):
         raise RunError(f"run {run} already exists; use `loop resume {run}` to go on with it")
     store = RunStore.create(run, generator_name=generator.name, generator_version=generator.version,
-                            task=generator.task, space=generator.space,
+                            task=generator.task, space=run_space(config),
                             config={"run": config.to_dict(), **preset.to_dict()})
     _drive(store.uri, config.cycles, address, say, train_progress, started=True)
 

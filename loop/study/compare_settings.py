@@ -99,7 +99,10 @@ class CompareConfig:
     before any run: by default the real images' mIoU when there are real folders, else the
     held-out test set's (``error`` for classification generators). ``reference``: the policy
     every other is compared with on it (default ``random`` when compared, else the first).
-    Both are resolved and frozen at construction, so compare.toml holds them.
+    Both are resolved and frozen at construction, so compare.toml holds them. ``space``: the
+    parameter space every run samples from (a :class:`generators.space.ParamSpace` or its
+    ``to_dict`` form, e.g. from ``loop fit-grains``), frozen in compare.toml itself (not as a
+    path to a file that could change); ``None`` = the generator's.
     """
 
     policies: tuple[str, ...]
@@ -118,6 +121,7 @@ class CompareConfig:
     finetune_on: str = "all"
     primary: str | None = None
     reference: str | None = None
+    space: Any = None
 
     def __post_init__(self) -> None:
         from policies import get_policy
@@ -154,6 +158,10 @@ class CompareConfig:
             object.__setattr__(self, "real", real_groups(self.real, "--real"))
         except ConfigError as err:
             raise CompareError(str(err)) from None
+        try:
+            object.__setattr__(self, "space", RunConfig(space=self.space).space)
+        except ConfigError as err:
+            raise CompareError(str(err).replace("run.space", "space", 1)) from None
         if self.finetune_on not in FINETUNE_DATA:
             raise CompareError(f"finetune_on: expected one of {', '.join(FINETUNE_DATA)}, got {self.finetune_on!r}")
         if self.encoder_weights is not None:
@@ -206,7 +214,7 @@ class CompareConfig:
             self.preset, generator=self.generator, initial_policy=self.initial_policy,
             policy=policy or self.initial_policy, cycles=self.cycles if policy else 0, seed=seed,
             n_train=self.n_train, n_val=self.n_val, n_per_cycle=self.n_per_cycle, size=self.size,
-            n_test=self.n_test, real=self.real, finetune_on=self.finetune_on,
+            n_test=self.n_test, real=self.real, finetune_on=self.finetune_on, space=self.space,
         )
         check_run_config(config, real_folders=False)  # compare() checks them; a report needs none
         return config
@@ -216,6 +224,8 @@ class CompareConfig:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         out["policies"] = list(self.policies)
         out["real"] = [list(group) for group in self.real]
+        if self.space is not None:
+            out["space"] = self.space.to_dict()
         return out
 
     @classmethod

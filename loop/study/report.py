@@ -34,7 +34,7 @@ import numpy as np
 
 from stores.location import Location
 from loop.study.compare_settings import (
-    BASE, ENDPOINT_METRICS, CompareConfig, CompareError, read_settings, real_source, run_dir,
+    BASE, ENDPOINT_METRICS, CompareConfig, CompareError, read_settings, run_dir,
 )
 from loop.study.statistics import (
     CONFIDENCE, PRIMARY_CONFIDENCE, RATE_METRICS, SIGNIFICANCE, compare_to_reference, holm, pairwise_tests,
