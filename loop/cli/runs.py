@@ -31,10 +31,14 @@ from loop.cli.progress import TrainProgressView, format_duration
 @click.option("--n-per-cycle", type=click.IntRange(min=1), default=None, help="New samples per cycle (preset default).")
 @click.option("--size", type=int, default=None, help="Image side in px (preset default).")
 @click.option("--space", "space_file", default=None, metavar="FILE", help=SPACE_HELP)
+@click.option("--freeze-random-encoder/--train-random-encoder", "freeze_random_encoder", default=None,
+              help="Whether the preset's head-only stages freeze an encoder that starts random (no ImageNet "
+                   "weights); default: the preset's (frozen).")
 def start(run: str | None, policy: str, preset: str, cycles: int | None, generator_name: str, seed: int,
           address: str | None, workers: int | None, real: tuple[str, ...], encoder_weights: str | None,
           finetune_on: str | None, n_train: int | None, n_val: int | None, n_test: int | None,
-          n_per_cycle: int | None, size: int | None, space_file: str | None) -> None:
+          n_per_cycle: int | None, size: int | None, space_file: str | None,
+          freeze_random_encoder: bool | None) -> None:
     """Start a run: cycle 0 (initial data, training, evaluation), then the adaptive cycles."""
     import time
 
@@ -48,7 +52,8 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
     run = run or f"runs/{policy.split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
     with TrainProgressView(say=say) as view:
-        start_run(run, config, address=address, encoder_weights=encoder_weights, say=view.say, train_progress=view)
+        start_run(run, config, address=address, encoder_weights=encoder_weights,
+                  freeze_random_encoder=freeze_random_encoder, say=view.say, train_progress=view)
 
 
 @click.command()

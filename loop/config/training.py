@@ -142,7 +142,9 @@ class TrainConfig(DictFields):
     The segmentation loss is ``dice_weight * Dice + bce_weight * BCE``.
     ``deterministic``: same seed -> same weights (deterministic kernels, no cuDNN autotuning).
     ``amp``: mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler);
-    ignored on the CPU.
+    ignored on the CPU. ``freeze_random_encoder``: whether a stage's ``freeze_encoder`` also
+    freezes an encoder that starts random (no ImageNet weights, no checkpoint to fine-tune);
+    a frozen random encoder leaves the decoder to learn from random features.
     """
 
     stages: tuple[Stage, ...] = ()
@@ -159,6 +161,7 @@ class TrainConfig(DictFields):
     seed: int = 0
     deterministic: bool = False
     amp: bool = True
+    freeze_random_encoder: bool = True
 
     _nested = {"stages": _stages, "augment": _augment}
     _where = "train"
@@ -184,6 +187,7 @@ class TrainConfig(DictFields):
         check_int("train.seed", self.seed, 0, 2**63 - 1)
         check_bool("train.deterministic", self.deterministic)
         check_bool("train.amp", self.amp)
+        check_bool("train.freeze_random_encoder", self.freeze_random_encoder)
 
 
 @dataclass(frozen=True)

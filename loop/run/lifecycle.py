@@ -66,19 +66,24 @@ def check_run_config(config: RunConfig, *, real_folders: bool = True) -> None:
         check_real_folders(config.real)
 
 
-def resolved_preset(config: RunConfig, encoder_weights: str | None = None) -> Preset:
-    """The training preset of ``config`` for its generator's task."""
+def resolved_preset(config: RunConfig, encoder_weights: str | None = None,
+                    freeze_random_encoder: bool | None = None) -> Preset:
+    """The training preset of ``config`` for its generator's task, with a local file of
+    ImageNet ``encoder_weights`` and ``freeze_random_encoder`` (``None``: the preset's) set."""
+    import dataclasses
+
     generator = get_generator(config.generator)
     preset = get_preset(config.preset, task=generator.task)
     if encoder_weights:
-        import dataclasses
-
         preset = dataclasses.replace(preset, model=dataclasses.replace(preset.model, encoder_weights=encoder_weights))
+    if freeze_random_encoder is not None:
+        preset = dataclasses.replace(preset, train=dataclasses.replace(
+            preset.train, freeze_random_encoder=freeze_random_encoder))
     return preset
 
 
 def start_run(run: str, config: RunConfig, *, address: str | None = None, encoder_weights: str | None = None,
-              say: Callable[[str], None] = print, train_progress: TrainProgress | None = None) -> None:
+              freeze_random_encoder: bool | None = None, say: Callable[[str], None] = print, train_progress: TrainProgress | None = None) -> None:
     """Create run ``run`` with ``config`` and run all its cycles.
 
     ``say`` gets the progress lines; ``train_progress`` gets the training progress records
@@ -87,7 +92,7 @@ def start_run(run: str, config: RunConfig, *, address: str | None = None, encode
     from stores import RunStore
 
     check_run_config(config)
-    preset = resolved_preset(config, encoder_weights)
+    preset = resolved_preset(config, encoder_weights, freeze_random_encoder)
     generator = get_generator(config.generator)
     if RunStore.exists(run):
         raise RunError(f"run {run} already exists; use `loop resume {run}` to go on with it")

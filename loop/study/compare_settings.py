@@ -102,7 +102,8 @@ class CompareConfig:
     Both are resolved and frozen at construction, so compare.toml holds them. ``space``: the
     parameter space every run samples from (a :class:`generators.space.ParamSpace` or its
     ``to_dict`` form, e.g. from ``loop fit-grains``), frozen in compare.toml itself (not as a
-    path to a file that could change); ``None`` = the generator's.
+    path to a file that could change); ``None`` = the generator's. ``freeze_random_encoder``:
+    as in :class:`loop.config.training.TrainConfig` (``None``: the preset's).
     """
 
     policies: tuple[str, ...]
@@ -122,6 +123,7 @@ class CompareConfig:
     primary: str | None = None
     reference: str | None = None
     space: Any = None
+    freeze_random_encoder: bool | None = None
 
     def __post_init__(self) -> None:
         from policies import get_policy
@@ -162,6 +164,8 @@ class CompareConfig:
             object.__setattr__(self, "space", RunConfig(space=self.space).space)
         except ConfigError as err:
             raise CompareError(str(err).replace("run.space", "space", 1)) from None
+        if self.freeze_random_encoder is not None and not isinstance(self.freeze_random_encoder, bool):
+            raise CompareError(f"freeze_random_encoder: expected true or false, got {self.freeze_random_encoder!r}")
         if self.finetune_on not in FINETUNE_DATA:
             raise CompareError(f"finetune_on: expected one of {', '.join(FINETUNE_DATA)}, got {self.finetune_on!r}")
         if self.encoder_weights is not None:

@@ -349,6 +349,14 @@ def _run_stage(
                           wait=wait, seconds=seconds, loop_s=stats.loop_s)
 
 
+def effective_stages(cfg: TrainConfig, *, random_encoder: bool) -> tuple[Stage, ...]:
+    """The stages as trained: ``cfg.stages``, with no stage freezing a random encoder unless
+    ``cfg.freeze_random_encoder`` says so."""
+    if not random_encoder or cfg.freeze_random_encoder:
+        return tuple(cfg.stages)
+    return tuple(dataclasses.replace(stage, freeze_encoder=False) for stage in cfg.stages)
+
+
 def _sample_ids_digest(view: Any) -> str:
     ids = np.ascontiguousarray(np.asarray(view.sample_ids, dtype=np.int64))
     return hashlib.sha256(ids.tobytes()).hexdigest()
@@ -400,9 +408,10 @@ def train(
     loss_fn = build_loss(model_cfg.task, cfg)
     precision = Precision(dev, cfg.amp)
     stats = _Stats()
-    reporter = None if progress is None else _Reporter(progress, progress_every_s, tuple(cfg.stages), len(view), t_start)
+    stages = effective_stages(cfg, random_encoder=init is None and model_cfg.encoder_weights is None)
+    reporter = None if progress is None else _Reporter(progress, progress_every_s, stages, len(view), t_start)
     with _determinism(cfg.deterministic, dev.type == "cuda"):
-        for i, stage in enumerate(cfg.stages):
+        for i, stage in enumerate(stages):
             loader = make_loader(view, model_cfg.task, stage, cfg, dev, stage_generator(cfg.seed, i),
                                  epochs=stage.epochs)
             _run_stage(model, loader, i, stage, cfg, model_cfg, loss_fn, dev, precision, stats, reporter)

@@ -164,6 +164,12 @@ def test_real_groups_start_options_and_old_settings_files(tmp_path) -> None:
     assert run.real == frozen.real and run.finetune_on == "new" and run.n_per_cycle == 5 and run.n_test == 8
     with pytest.raises(CompareError, match="finetune_on is 'new' in this comparison, got 'all'"):
         resolve_settings(out, dict(TINY, n_per_cycle=5, finetune_on="all"))
+    with pytest.raises(CompareError, match="freeze_random_encoder is None in this comparison, got False"):
+        resolve_settings(out, dict(TINY, n_per_cycle=5, freeze_random_encoder=False))
+    trained = resolve_settings(str(tmp_path / "trained"), dict(TINY, freeze_random_encoder=False))
+    assert trained.freeze_random_encoder is False and read_settings(str(tmp_path / "trained")) == trained
+    with pytest.raises(CompareError, match="freeze_random_encoder: expected true or false, got 'no'"):
+        resolve_settings(str(tmp_path / "bad"), dict(TINY, freeze_random_encoder="no"))
     # A missing group folder fails before anything is written, naming the group.
     with pytest.raises(InputError, match=r"real group 'zinc': .*/zinc: real data folder not found"):
         compare(str(tmp_path / "other"), dict(TINY, real=(f"zinc={tmp_path / 'zinc'}",)))

@@ -181,3 +181,23 @@ def test_a_stage_is_one_stream_of_epochs(grains):
     # The first epoch of the stream is the single-epoch loader's; later epochs are reshuffled.
     assert all(torch.equal(a, b) for a, b in zip(one, three[: len(one)]))
     assert not all(torch.equal(a, b) for a, b in zip(one, three[len(one): 2 * len(one)]))
+
+
+def test_a_random_encoder_is_frozen_only_when_asked(grains):
+    from loop.train.fit import effective_stages
+    from loop.train.model import build_model
+
+    view = ArrayView(grains.images[:8], grains.targets[:8])
+    head = (Stage(size=32, epochs=1, freeze_encoder=True, lr_max=3e-3, batch_size=4),)
+    frozen = dataclasses.replace(SMOKE.train, stages=head, seed=5)
+    trained = dataclasses.replace(frozen, freeze_random_encoder=False)
+    assert effective_stages(trained, random_encoder=True)[0].freeze_encoder is False
+    assert effective_stages(trained, random_encoder=False)[0].freeze_encoder is True  # fine-tuning or ImageNet
+    start = build_model(SMOKE.model, seed=5).state_dict()
+    key = next(k for k in start if k.startswith("net.encoder.") and k.endswith("conv1.weight"))
+    events = []
+    after_frozen = train(view, frozen, SMOKE.model, device="cpu").model.state_dict()
+    after_trained = train(view, trained, SMOKE.model, device="cpu", progress=events.append).model.state_dict()
+    assert torch.equal(after_frozen[key], start[key])
+    assert not torch.equal(after_trained[key], start[key])
+    assert [e["freeze_encoder"] for e in events] == [False]
