@@ -3,14 +3,21 @@
 Random seeds are relaxed by a few Lloyd steps and tessellated (periodic Voronoi); every
 boundary segment becomes a cubic spline through randomly displaced control points; each
 grain gets a grey level, a Perlin texture with wavelengths of 1/5 to 2/3 of a grain
-diameter is added, the boundary band is drawn from the mask itself (the grey under it
-shifted by the boundary contrast, so image and mask agree pixel for pixel), then white
-noise and a Gaussian blur. Grey levels are fractions of the full range (0 black,
-1 white) until the final conversion to uint8.
+diameter is added, and optionally each grain's own etch striations (a sine grating of
+random orientation, period and phase). The boundary band is drawn from the mask itself (the
+grey under it shifted by the boundary contrast, so image and mask agree pixel for pixel),
+its contrast optionally faded along smooth random stretches (the mask keeps them). Then the
+unlabelled artefacts of real micrographs (:mod:`generators.artefacts`): dark inclusions or
+etch pits, faint polishing scratches and low-frequency uneven illumination, none of them in
+the mask; then white noise and a Gaussian blur. Grey levels are fractions of the full range
+(0 black, 1 white) until the final conversion to uint8.
 
-Randomness comes from four streams spawned from the sample seed (seeds, boundary
-curves, grain greys and texture, pixel noise), so changing an appearance parameter
-(grain contrast, boundary width or contrast, noise, blur) keeps the same grains.
+Randomness comes from nine streams spawned from the sample seed: seeds, boundary curves,
+grain greys and texture, pixel noise (the four of version 1.0, unchanged), then etch
+striations, boundary fade, inclusions, scratches and illumination. So changing an appearance
+parameter (grain contrast, boundary width or contrast, noise, blur, any artefact) keeps the
+same grains, and each artefact is drawn only when its parameter is non-zero: with all of
+them 0 an image is byte for byte what version 1.0 rendered.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from generators.artefacts import INCLUSION_SPREAD, SCRATCH_WIDTH, add_inclusions, add_scratches, add_shading
 from generators.base import GeneratorError, Sample, StageClock, check_size
 from generators.imaging import noise_blur_uint8
 from generators.perlin import perlin_image
@@ -47,7 +55,21 @@ MAX_SEGMENT = 4.0
 """Longest polyline segment (px) of a sampled boundary spline (a 4 px chord of a circle of
 radius 20 px strays 0.1 px from it)."""
 
-STAGES = ("tessellation", "splines", "raster", "mask", "texture", "noise_blur")
+STRIATION_PERIOD = (0.1, 0.3)
+"""Etch striation period of each grain: a fraction of the grain diameter uniform in this range."""
+
+MIN_STRIATION_PERIOD = 3.0
+"""Shortest striation period (px): finer gratings would alias on the pixel grid."""
+
+STRIATION_STRENGTH = (0.2, 1.0)
+"""Each grain's striation amplitude is the etch texture times a factor uniform in this range
+(grains of some orientations etch strongly, others barely)."""
+
+FADE_GAIN = 2.0
+"""The boundary-fade field is ``clip(0.5 + FADE_GAIN · perlin, 0, 1)``: single-octave Perlin
+(about ±0.25 typical) stretched so that stretches of boundary reach 0 and 1, not only 0.5."""
+
+STAGES = ("tessellation", "splines", "raster", "mask", "texture", "artefacts", "noise_blur")
 """Names of the timed stages of :meth:`GrainGenerator.render`, in order."""
 
 SPACE = ParamSpace([
@@ -73,6 +95,19 @@ SPACE = ParamSpace([
                0.2, 0.67),
     Continuous("noise_sigma", "grey", "standard deviation of the white (pixel) noise", 0.0, 0.12),
     Continuous("blur_sigma", "px", "standard deviation of the final Gaussian blur (0 = none)", 0.0, 2.5),
+    Continuous("illumination", "grey", "peak grey of the low-frequency shading added to the image (a ramp in a "
+               "random direction mixed with an off-centre vignetting bowl; 0 = even light)", 0.0, 0.3),
+    Continuous("inclusion_density", "per 10^4 px²", "mean number of dark round inclusions / etch pits per 10^4 px² "
+               "(anywhere in the image, not in the mask; 0 = none)", 0.0, 3.0),
+    LogRange("inclusion_size", "px", f"mean diameter of the inclusions (each {INCLUSION_SPREAD[0]:g}-"
+             f"{INCLUSION_SPREAD[1]:g} times it; no effect when inclusion_density is 0)", 1.5, 8.0),
+    Integer("scratch_count", "", "straight polishing scratches across the image (not in the mask; 0 = none)", 0, 6),
+    Continuous("scratch_contrast", "grey", f"largest grey shift of a {SCRATCH_WIDTH[0]:g}-{SCRATCH_WIDTH[1]:g} px "
+               "scratch, dark or bright at random (0 = invisible)", 0.0, 0.15),
+    Continuous("boundary_fade", "fraction", "largest fraction of the boundary contrast removed along smooth random "
+               "stretches a grain diameter long (1 = some stretches vanish; still in the mask; 0 = even)", 0.0, 1.0),
+    Continuous("etch_texture", "grey", "amplitude of each grain's own etch striations (random orientation, phase "
+               f"and period {STRIATION_PERIOD[0]:g}-{STRIATION_PERIOD[1]:g} grain diameters; 0 = none)", 0.0, 0.2),
 ])
 
 
@@ -113,7 +148,7 @@ class GrainGenerator:
     """
 
     name = "grains"
-    version = "1.0"
+    version = "1.1"
     task = "segmentation"
     space = SPACE
 
@@ -128,7 +163,10 @@ class GrainGenerator:
         size = check_size(size)
         seed = _check_seed(seed)
         clock = StageClock(timings)
-        ss_tess, ss_curves, ss_texture, ss_noise = np.random.SeedSequence(seed).spawn(4)
+        # The first four streams are those of version 1.0 (spawn(n) starts with spawn(4)'s
+        # children); each artefact has its own and draws only when its parameter is non-zero.
+        (ss_tess, ss_curves, ss_texture, ss_noise,
+         ss_striations, ss_fade, ss_inclusions, ss_scratches, ss_light) = np.random.SeedSequence(seed).spawn(9)
         shape = (size, size)
         n = grain_count(size, p["grain_diameter"])
         diameter = effective_diameter(size, p["grain_diameter"])
@@ -163,13 +201,70 @@ class GrainGenerator:
                 texture = perlin_image(rng_texture, shape, p["perlin_wavelength"] * diameter)
                 texture *= np.float32(p["perlin_amplitude"])
                 image += texture
+            if p["etch_texture"] > 0:
+                image += _striations(np.random.default_rng(ss_striations), labels, tess.owner, n, diameter,
+                                     p["etch_texture"])
             # Boundaries are drawn from the mask itself: the grain's grey there plus the
             # boundary contrast (0 leaves them invisible, as in orientation-contrast images).
-            np.add(image, np.float32(p["boundary_contrast"]), out=image, where=mask.view(bool))
+            contrast = np.float32(p["boundary_contrast"])
+            if p["boundary_fade"] > 0 and p["boundary_contrast"] != 0:
+                contrast = boundary_fade_field(np.random.default_rng(ss_fade), shape, diameter)
+                contrast *= np.float32(-p["boundary_fade"] * p["boundary_contrast"])
+                contrast += np.float32(p["boundary_contrast"])
+            np.add(image, contrast, out=image, where=mask.view(bool))
+
+        with clock("artefacts"):
+            if p["inclusion_density"] > 0:
+                add_inclusions(image, np.random.default_rng(ss_inclusions), p["inclusion_density"],
+                               p["inclusion_size"])
+            if p["scratch_count"] > 0 and p["scratch_contrast"] > 0:
+                add_scratches(image, np.random.default_rng(ss_scratches), p["scratch_count"], p["scratch_contrast"])
+            if p["illumination"] > 0:
+                add_shading(image, np.random.default_rng(ss_light), p["illumination"])
 
         with clock("noise_blur"):
             out = noise_blur_uint8(image, p["noise_sigma"], p["blur_sigma"], ss_noise)
         return Sample(image=out, mask=mask)
+
+
+def boundary_fade_field(rng: np.random.Generator, shape: tuple[int, int], diameter: float) -> np.ndarray:
+    """The smooth field f in [0, 1] (float32) by which ``boundary_fade`` scales the boundary contrast down.
+
+    Perlin noise with a lattice spacing of one grain ``diameter`` (px), mapped by
+    ``clip(0.5 + FADE_GAIN · noise, 0, 1)``: along a boundary the contrast is multiplied by
+    ``1 - boundary_fade · f``, so stretches about a grain diameter long fade or vanish.
+    """
+    field = perlin_image(rng, shape, diameter)
+    field *= np.float32(FADE_GAIN)
+    field += np.float32(0.5)
+    return np.clip(field, 0.0, 1.0, out=field)
+
+
+def _striations(rng: np.random.Generator, labels: np.ndarray, owner: np.ndarray, n: int, diameter: float,
+                amplitude: float) -> np.ndarray:
+    """Each grain's etch striations (float32 image): ``a_g · sin(k_g · (x, y) + φ_g)`` over its pixels.
+
+    Per grain (all its periodic copies alike): a uniform orientation and phase, a period of
+    :data:`STRIATION_PERIOD` grain diameters (at least :data:`MIN_STRIATION_PERIOD` px) and an
+    amplitude of ``amplitude`` times a factor in :data:`STRIATION_STRENGTH`.
+    """
+    angle = rng.uniform(0.0, math.pi, n)
+    period = np.maximum(MIN_STRIATION_PERIOD, diameter * rng.uniform(*STRIATION_PERIOD, n))
+    phase = rng.uniform(0.0, 2.0 * math.pi, n)
+    strength = amplitude * rng.uniform(*STRIATION_STRENGTH, n)
+    k = 2.0 * math.pi / period
+    # One per-label table (a grain cut by the border has several labels), gathered for all four
+    # quantities in a single take: faster than four takes, and each result row is contiguous.
+    table = np.stack([k * np.cos(angle), k * np.sin(angle), phase, strength]).astype(np.float32)[:, owner]
+    kx, ky, phase_px, strength_px = np.take(table, labels.astype(np.intp), axis=1)
+    h, w = labels.shape
+    kx *= (np.arange(w, dtype=np.float32) + np.float32(0.5))[None, :]
+    ky *= (np.arange(h, dtype=np.float32) + np.float32(0.5))[:, None]
+    kx += ky
+    kx += phase_px
+    np.sin(kx, out=kx)
+    kx *= strength_px
+    return kx
 
 
 def _ridge_curves(tess: Tessellation, rng: np.random.Generator, p: Mapping[str, Any], size: int,

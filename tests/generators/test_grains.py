@@ -25,9 +25,15 @@ GEN = GrainGenerator()
 SPACE = GEN.space
 
 
+ARTEFACTS_OFF = {"illumination": 0.0, "inclusion_density": 0.0, "scratch_count": 0, "scratch_contrast": 0.0,
+                 "boundary_fade": 0.0, "etch_texture": 0.0}
+"""The realism artefacts of version 1.1 switched off (tests/generators/test_grain_artefacts.py covers them)."""
+
+
 def _params(**overrides) -> dict:
-    """A mid-space parameter set with some values replaced."""
+    """A mid-space parameter set with the realism artefacts off and some values replaced."""
     p = SPACE.from_unit(np.full((1, len(SPACE)), 0.5))[0]
+    p.update(ARTEFACTS_OFF)
     p.update(overrides)
     return SPACE.validate(p)
 
@@ -197,7 +203,7 @@ def test_rows_whose_first_crossing_is_inside_the_image_are_filled() -> None:
               "spline_displacement": 0.8556678232144148, "boundary_thickness": 6.4637596244370386,
               "boundary_contrast": 0.2219575828759286, "mean_grey": 0.7523877360060329,
               "grain_contrast": 0.08445220577863545, "perlin_amplitude": 0.0, "perlin_wavelength": 0.4052770669423602,
-              "noise_sigma": 0.0, "blur_sigma": 0.0}
+              "noise_sigma": 0.0, "blur_sigma": 0.0, **ARTEFACTS_OFF, "inclusion_size": 3.0}
     sample = GrainGenerator().render(params, 887463401, 128)
     # Without noise and blur each grain is flat: along every row, the grey changes only at boundary pixels.
     image, mask = sample.image.astype(int), sample.mask.astype(bool)
