@@ -110,6 +110,14 @@ SPACE = ParamSpace([
                f"and period {STRIATION_PERIOD[0]:g}-{STRIATION_PERIOD[1]:g} grain diameters; 0 = none)", 0.0, 0.2),
 ])
 
+ARTEFACTS_OFF: dict[str, float | int] = {
+    "illumination": 0.0, "inclusion_density": 0.0, "inclusion_size": 1.5, "scratch_count": 0,
+    "scratch_contrast": 0.0, "boundary_fade": 0.0, "etch_texture": 0.0,
+}
+"""The dimensions added in version 1.1, at values that switch their features off: a parameter
+set of version 1.0 with these added renders the bytes 1.0 rendered (``inclusion_size`` has no
+effect without inclusions)."""
+
 
 def grain_count(size: int, diameter: float) -> int:
     """Number of grains on a ``size``² image for a mean diameter: area / (π/4 · d²), at least MIN_GRAINS."""
@@ -151,6 +159,9 @@ class GrainGenerator:
     version = "1.1"
     task = "segmentation"
     space = SPACE
+    defaults = ARTEFACTS_OFF
+    """Values of dimensions a run's frozen space may lack, because they were added to the
+    generator after the run began (see :func:`generators.space.complete_space`)."""
 
     def render(self, params: Mapping[str, Any], seed: int, size: int,
                timings: dict[str, float] | None = None) -> Sample:

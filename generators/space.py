@@ -402,6 +402,31 @@ def save_space_file(space: ParamSpace, path: str | Path, comment: str = "",
     return path
 
 
+def complete_space(space: ParamSpace, limits: ParamSpace, defaults: Mapping[str, Any]) -> ParamSpace:
+    """``space`` with every dimension of ``limits`` it lacks but ``defaults`` names added, fixed
+    at its default (low == high), in ``limits``' order. So a space file or a run written before
+    a generator gained dimensions keeps meaning what it meant; other differences are left for
+    :func:`check_subspace` to report."""
+    from dataclasses import replace
+
+    have = set(space.names)
+    if not any(d.name not in have and d.name in defaults for d in limits):
+        return space
+    def fixed(dim: Dimension) -> Dimension:
+        value = defaults[dim.name]
+        return replace(dim, options=(value,)) if isinstance(dim, Choice) else replace(dim, low=value, high=value)
+
+    dims = [space[d.name] if d.name in have else fixed(d) for d in limits if d.name in have or d.name in defaults]
+    dims += [d for d in space if d.name not in limits.names]
+    return ParamSpace(dims)
+
+
+def with_defaults(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with the ``defaults`` of the names it lacks (a parameter set of a run that
+    began before its generator gained dimensions)."""
+    return {**{k: v for k, v in defaults.items() if k not in params}, **params}
+
+
 def check_subspace(space: ParamSpace, limits: ParamSpace, source: str = "space") -> None:
     """Raise :class:`ParamSpaceError` (naming ``source`` and the dimension) unless ``space`` has
     exactly the dimensions of ``limits``, each of the same kind and inside its bounds (a

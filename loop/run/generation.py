@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from generators import get_generator
+from generators.space import with_defaults
 from policies import Proposal
 from loop.errors import InputError
 
@@ -85,7 +86,8 @@ def render_plan(generator_name: str, plan: BatchPlan) -> tuple[list[dict[str, An
     rows, images, masks = [], [], []
     for sid, seed, params, parent, policy in zip(plan.sample_ids, plan.seeds, plan.params, plan.parent_ids,
                                                  plan.policies):
-        sample = generator.render(params, seed, plan.size)
+        # A run frozen before its generator gained dimensions renders them at their defaults.
+        sample = generator.render(with_defaults(params, getattr(generator, "defaults", {})), seed, plan.size)
         images.append(sample.image)
         if sample.mask is not None:
             masks.append(sample.mask)

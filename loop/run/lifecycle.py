@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import Any, Callable, Iterator
 
 import pyarrow.compute as pc
 
 from generators import get_generator
-from generators.space import ParamSpace, check_subspace
+from generators.space import ParamSpace, check_subspace, complete_space
 from loop.config.training import ConfigError, ModelConfig, Preset, TrainConfig, get_preset
 from loop.run.driver import TEST_SPLIT, CycleDriver, TrainProgress
 from loop.run.adding import check_cycle_run
@@ -40,8 +41,12 @@ def check_real_folders(groups: RealGroups) -> None:
 
 
 def run_space(config: RunConfig) -> ParamSpace:
-    """The parameter space a run samples from: its own (``run.space``) or its generator's."""
-    return config.space if config.space is not None else get_generator(config.generator).space
+    """The parameter space a run samples from: its own (``run.space``, completed with the
+    generator's defaults for dimensions it lacks) or its generator's."""
+    generator = get_generator(config.generator)
+    if config.space is None:
+        return generator.space
+    return complete_space(config.space, generator.space, getattr(generator, "defaults", {}))
 
 
 def check_run_config(config: RunConfig, *, real_folders: bool = True) -> None:
@@ -51,9 +56,9 @@ def check_run_config(config: RunConfig, *, real_folders: bool = True) -> None:
     from policies import PolicyError
 
     generator = get_generator(config.generator)
-    if config.space is not None:
-        check_subspace(config.space, generator.space, source=f"run.space (for the {generator.name} generator)")
     space = run_space(config)
+    if config.space is not None:
+        check_subspace(space, generator.space, source=f"run.space (for the {generator.name} generator)")
     for field in ("policy", "initial_policy"):
         spec = getattr(config, field)
         policy = get_policy(spec)
@@ -70,8 +75,6 @@ def resolved_preset(config: RunConfig, encoder_weights: str | None = None,
                     freeze_random_encoder: bool | None = None) -> Preset:
     """The training preset of ``config`` for its generator's task, with a local file of
     ImageNet ``encoder_weights`` and ``freeze_random_encoder`` (``None``: the preset's) set."""
-    import dataclasses
-
     generator = get_generator(config.generator)
     preset = get_preset(config.preset, task=generator.task)
     if encoder_weights:
@@ -92,6 +95,8 @@ def start_run(run: str, config: RunConfig, *, address: str | None = None, encode
     from stores import RunStore
 
     check_run_config(config)
+    if config.space is not None:  # frozen complete: a space file may predate the generator's newer dimensions
+        config = dataclasses.replace(config, space=run_space(config))
     preset = resolved_preset(config, encoder_weights, freeze_random_encoder)
     generator = get_generator(config.generator)
     if RunStore.exists(run):

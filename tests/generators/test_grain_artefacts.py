@@ -205,3 +205,23 @@ def test_artefact_helpers() -> None:
     image = np.full((50, 80), 0.5, np.float32)
     add_scratches(image, np.random.default_rng(2), 1, 0.1)
     assert 0 < np.abs(image - 0.5).max() <= 0.1 + 1e-6
+
+
+@pytest.mark.parametrize(("params", "seed", "size", "digest"), PINNED[:2], ids=["128px", "200px-flat"])
+def test_a_version_1_0_parameter_set_with_the_defaults_renders_as_1_0(params, seed, size, digest) -> None:
+    from generators.grains import ARTEFACTS_OFF
+    from generators.space import with_defaults
+
+    assert set(ARTEFACTS_OFF) == set(NEW) and GEN.defaults is ARTEFACTS_OFF
+    assert _digest(with_defaults(params, GEN.defaults), seed, size) == digest
+
+
+def test_a_run_frozen_before_the_artefacts_renders_its_batches_as_1_0() -> None:
+    from loop.run.generation import BatchPlan, render_plan
+
+    params, seed, size, digest = PINNED[0]
+    plan = BatchPlan(batch=0, cycle=0, split="train", size=size, sample_ids=(0,), seeds=(seed,), params=(params,),
+                     parent_ids=(None,), policies=("random",))
+    rows, images, masks = render_plan("grains", plan)
+    assert hashlib.sha256(images[0].tobytes() + masks[0].tobytes()).hexdigest() == digest
+    assert not set(NEW) & set(rows[0])  # the run's parameter table keeps its own columns

@@ -176,3 +176,18 @@ def test_subspace_check(space: ParamSpace) -> None:
     wide = ParamSpace([replace(space.dimensions[0], high=space.dimensions[0].high + 1), *space.dimensions[1:]])
     with pytest.raises(ParamSpaceError, match=f"{space.names[0]!r} has bounds"):
         check_subspace(wide, space)
+
+
+def test_complete_space_fixes_missing_dimensions_at_their_defaults(space: ParamSpace) -> None:
+    from generators.space import complete_space, with_defaults
+
+    old = ParamSpace([space["contrast"], space["sigma"]])
+    full = complete_space(old, space, {"lloyd": 2, "polarity": "dark"})
+    assert full.names == space.names  # the generator's order
+    assert (full["lloyd"].low, full["lloyd"].high) == (2, 2) and full["polarity"].options == ("dark",)
+    check_subspace(full, space)
+    assert complete_space(space, space, {"lloyd": 2}) is space
+    partial = complete_space(old, space, {"lloyd": 2})
+    with pytest.raises(ParamSpaceError, match=r"missing \['polarity'\]"):
+        check_subspace(partial, space)
+    assert with_defaults({"a": 1}, {"a": 5, "b": 2}) == {"a": 1, "b": 2}

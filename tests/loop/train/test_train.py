@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from generators import get_generator
+from generators.grains import ARTEFACTS_OFF
 from loop.bench.train import synthetic_view
 from loop.train.data import ArrayView
 from loop.train.checkpoints import CheckpointError, load_checkpoint
@@ -26,7 +27,7 @@ def grains() -> ArrayView:
     generator = get_generator("grains")
     easy = dict(grain_diameter=20.0, lloyd_iterations=1, spline_points=1, spline_displacement=0.2,
                 boundary_thickness=3.0, boundary_contrast=-0.5, mean_grey=0.65, grain_contrast=0.15,
-                perlin_amplitude=0.02, perlin_wavelength=0.4, noise_sigma=0.02, blur_sigma=0.5)
+                perlin_amplitude=0.02, perlin_wavelength=0.4, noise_sigma=0.02, blur_sigma=0.5, **ARTEFACTS_OFF)
     samples = [generator.render(easy, seed, 64) for seed in range(24)]
     return ArrayView(np.stack([s.image for s in samples]), np.stack([s.mask for s in samples]),
                      sample_ids=np.arange(100, 124))
