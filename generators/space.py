@@ -380,14 +380,21 @@ def load_space_file(path: str | Path) -> ParamSpace:
         raise ParamSpaceError(f"space file {path}: not found") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ParamSpaceError(f"space file {path}: cannot be read as TOML ({exc})") from exc
-    if not isinstance(data.get("dimensions"), list):
-        raise ParamSpaceError(f"space file {path}: expected a [[dimensions]] array of tables")
+    return space_from_data(data, f"space file {path}")
+
+
+def space_from_data(data: Any, where: str) -> ParamSpace:
+    """A space from its :meth:`ParamSpace.to_dict` form (a table with a ``dimensions`` array), as
+    read from a file or a run.toml; raises :class:`ParamSpaceError` starting with ``where``."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("dimensions"), list):
+        raise ParamSpaceError(f"{where}: expected a parameter space (a table with a [[dimensions]] array), "
+                              f"got {type(data).__name__}")
     try:
         return ParamSpace.from_dict(data)
     except (KeyError, TypeError) as exc:
-        raise ParamSpaceError(f"space file {path}: a dimension lacks or mistypes a field ({exc})") from exc
+        raise ParamSpaceError(f"{where}: a dimension lacks or mistypes a field ({exc})") from None
     except ParamSpaceError as exc:
-        raise ParamSpaceError(f"space file {path}: {exc}") from exc
+        raise ParamSpaceError(f"{where}: {exc}") from None
 
 
 def save_space_file(space: ParamSpace, path: str | Path, comment: str = "",

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from generators.space import ParamSpace, ParamSpaceError
+from generators.space import ParamSpace, ParamSpaceError, space_from_data
 from loop.config.fields import ConfigError, DictFields, check_int, fail, set_field
 
 FINETUNE_DATA = ("new", "all")
@@ -177,14 +177,10 @@ def _space(value: Any) -> ParamSpace | None:
     """``run.space`` as a :class:`ParamSpace`: given as one, or in its ``to_dict`` form (run.toml)."""
     if value is None or isinstance(value, ParamSpace):
         return value
-    if not isinstance(value, Mapping) or not isinstance(value.get("dimensions"), list):
-        raise fail("run.space", value, "a parameter space (a table with a [[dimensions]] array)")
     try:
-        return ParamSpace.from_dict(value)
-    except (KeyError, TypeError) as exc:
-        raise ConfigError(f"run.space: a dimension lacks or mistypes a field ({exc})") from None
+        return space_from_data(value, "run.space")
     except ParamSpaceError as exc:
-        raise ConfigError(f"run.space: {exc}") from None
+        raise ConfigError(str(exc)) from None
 
 
 def run_config_from(data: Mapping[str, Any]) -> RunConfig:

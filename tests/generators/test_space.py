@@ -153,7 +153,7 @@ def test_space_file_round_trip_with_comment_and_extra(tmp_path, space: ParamSpac
 @pytest.mark.parametrize(("content", "fragment"), [
     (None, "not found"),
     ("dimensions = [", "cannot be read as TOML"),
-    ("x = 1", "array of tables"),
+    ("x = 1", "a table with a \\[\\[dimensions"),
     ('[[dimensions]]\nname = "a"\nkind = "continuous"\nlow = 0.0\n', "lacks or mistypes"),
     ('[[dimensions]]\nname = "a"\nkind = "continuous"\nlow = 1.0\nhigh = 0.0\n', "low <= high"),
 ])
