@@ -10,6 +10,9 @@ def generator_choice_help() -> str:
     return "Generator name; one of: " + ", ".join(generators.available())
 
 
+INPUT_NORM_HELP = ("How the model normalises each input image: fixed (ImageNet's statistics) or per_image "
+                   "(its own mean and spread); default: the preset's (fixed).")
+
 SPACE_HELP = ("Parameter-space file (TOML, e.g. from `loop fit-grains`) to sample from instead of the "
               "generator's own space; frozen into the run.")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from loop.cli.options import SPACE_HELP, generator_choice_help, space_from_file
+from loop.cli.options import INPUT_NORM_HELP, SPACE_HELP, generator_choice_help, space_from_file
+from loop.config.training import INPUT_NORMS
 from loop.cli.output import echo_json, fmt, say
 from loop.cli.progress import TrainProgressView, format_duration
 
@@ -34,11 +35,12 @@ from loop.cli.progress import TrainProgressView, format_duration
 @click.option("--freeze-random-encoder/--train-random-encoder", "freeze_random_encoder", default=None,
               help="Whether the preset's head-only stages freeze an encoder that starts random (no ImageNet "
                    "weights); default: the preset's (frozen).")
+@click.option("--input-norm", type=click.Choice(INPUT_NORMS), default=None, help=INPUT_NORM_HELP)
 def start(run: str | None, policy: str, preset: str, cycles: int | None, generator_name: str, seed: int,
           address: str | None, workers: int | None, real: tuple[str, ...], encoder_weights: str | None,
           finetune_on: str | None, n_train: int | None, n_val: int | None, n_test: int | None,
           n_per_cycle: int | None, size: int | None, space_file: str | None,
-          freeze_random_encoder: bool | None) -> None:
+          freeze_random_encoder: bool | None, input_norm: str | None) -> None:
     """Start a run: cycle 0 (initial data, training, evaluation), then the adaptive cycles."""
     import time
 
@@ -52,8 +54,9 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
     run = run or f"runs/{policy.split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
     with TrainProgressView(say=say) as view:
-        start_run(run, config, address=address, encoder_weights=encoder_weights,
-                  freeze_random_encoder=freeze_random_encoder, say=view.say, train_progress=view)
+        overrides = dict(encoder_weights=encoder_weights, freeze_random_encoder=freeze_random_encoder,
+                         input_norm=input_norm)
+        start_run(run, config, address=address, overrides=overrides, say=view.say, train_progress=view)
 
 
 @click.command()

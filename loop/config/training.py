@@ -28,6 +28,8 @@ from loop.config.fields import ConfigError, DictFields, check_bool, check_float,
 ARCHS = {"segmentation": ("unet",), "classification": ("classifier",)}
 # ResNets only: the ImageNet loader adapts the first conv by its torchvision key name.
 ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+INPUT_NORMS = ("fixed", "per_image")
+"""How a model normalises its [0, 1] input: with fixed (ImageNet) statistics, or each image by its own."""
 MAX_SIZE = 4096
 
 
@@ -39,7 +41,10 @@ class ModelConfig(DictFields):
     — ResNet encoder, global average pooling, linear head — for classification); ``classes``
     defaults to 1 for segmentation (one boundary logit) and 2 for classification.
     ``encoder_weights`` is a local file of ImageNet weights for the encoder, or ``None`` for
-    random initialisation; nothing is ever downloaded.
+    random initialisation; nothing is ever downloaded. ``input_norm`` (:data:`INPUT_NORMS`):
+    ``fixed`` subtracts ImageNet's mean grey and divides by its spread; ``per_image`` subtracts
+    each image's (each tile's, in tiled inference) own mean and divides by its own spread, so
+    a model sees a bright micrograph and a dark one alike.
     """
 
     task: str = "segmentation"
@@ -48,6 +53,7 @@ class ModelConfig(DictFields):
     in_channels: int = 1
     classes: int | None = None
     encoder_weights: str | None = None
+    input_norm: str = "fixed"
 
     _where = "model"
 
@@ -69,6 +75,8 @@ class ModelConfig(DictFields):
                 raise fail("model.classes", self.classes, "1 for segmentation (one boundary logit per pixel)")
         else:
             check_int("model.classes", self.classes, 2, 100_000)
+        if self.input_norm not in INPUT_NORMS:
+            raise fail("model.input_norm", self.input_norm, f"one of {INPUT_NORMS}")
         if self.encoder_weights is not None and (not isinstance(self.encoder_weights, str) or not self.encoder_weights):
             raise fail("model.encoder_weights", self.encoder_weights, "a path to a local weights file, or none")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import pyarrow.compute as pc
 
@@ -71,24 +71,31 @@ def check_run_config(config: RunConfig, *, real_folders: bool = True) -> None:
         check_real_folders(config.real)
 
 
-def resolved_preset(config: RunConfig, encoder_weights: str | None = None,
-                    freeze_random_encoder: bool | None = None) -> Preset:
-    """The training preset of ``config`` for its generator's task, with a local file of
-    ImageNet ``encoder_weights`` and ``freeze_random_encoder`` (``None``: the preset's) set."""
+PRESET_OVERRIDES = {"encoder_weights": "model", "input_norm": "model", "freeze_random_encoder": "train"}
+"""Preset settings a run or a comparison may set (``loop start --encoder-weights`` ...), and
+the part of the preset (model or train configuration) each belongs to."""
+
+
+def resolved_preset(config: RunConfig, overrides: Mapping[str, Any] | None = None) -> Preset:
+    """The training preset of ``config`` for its generator's task, with ``overrides`` (names of
+    :data:`PRESET_OVERRIDES`; ``None`` values keep the preset's) set and checked."""
     generator = get_generator(config.generator)
     preset = get_preset(config.preset, task=generator.task)
-    if encoder_weights:
-        preset = dataclasses.replace(preset, model=dataclasses.replace(preset.model, encoder_weights=encoder_weights))
-    if freeze_random_encoder is not None:
-        preset = dataclasses.replace(preset, train=dataclasses.replace(
-            preset.train, freeze_random_encoder=freeze_random_encoder))
+    for name, value in (overrides or {}).items():
+        if name not in PRESET_OVERRIDES:
+            raise RunError(f"override {name!r}: unknown; expected some of {', '.join(PRESET_OVERRIDES)}")
+        if value is None:
+            continue
+        part = PRESET_OVERRIDES[name]
+        preset = dataclasses.replace(preset, **{part: dataclasses.replace(getattr(preset, part), **{name: value})})
     return preset
 
 
-def start_run(run: str, config: RunConfig, *, address: str | None = None, encoder_weights: str | None = None,
-              freeze_random_encoder: bool | None = None, say: Callable[[str], None] = print, train_progress: TrainProgress | None = None) -> None:
+def start_run(run: str, config: RunConfig, *, address: str | None = None,
+              overrides: Mapping[str, Any] | None = None, say: Callable[[str], None] = print, train_progress: TrainProgress | None = None) -> None:
     """Create run ``run`` with ``config`` and run all its cycles.
 
+    ``overrides``: preset settings (:data:`PRESET_OVERRIDES`), frozen with the rest in run.toml.
     ``say`` gets the progress lines; ``train_progress`` gets the training progress records
     while a model trains (see :class:`loop.run.driver.CycleDriver`).
     """
@@ -97,7 +104,7 @@ def start_run(run: str, config: RunConfig, *, address: str | None = None, encode
     check_run_config(config)
     if config.space is not None:  # frozen complete: a space file may predate the generator's newer dimensions
         config = dataclasses.replace(config, space=run_space(config))
-    preset = resolved_preset(config, encoder_weights, freeze_random_encoder)
+    preset = resolved_preset(config, overrides)
     generator = get_generator(config.generator)
     if RunStore.exists(run):
         raise RunError(f"run {run} already exists; use `loop resume {run}` to go on with it")

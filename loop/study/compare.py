@@ -118,7 +118,7 @@ def _finished(run: str, cycles: int) -> bool:
 
 def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | None, say: Say,
                train_progress: Callable[[dict[str, Any]], None] | None = None,
-               encoder_weights: str | None = None, freeze_random_encoder: bool | None = None) -> str:
+               overrides: Mapping[str, Any] | None = None) -> str:
     """Bring ``run`` to cycle ``config.cycles``: skip it, resume it, or start (or fork from ``base``) it.
     Returns what was done: ``"skipped"``, ``"resumed"``, ``"started"`` or ``"forked"``."""
     from loop.run.fork import fork_run
@@ -138,8 +138,7 @@ def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | 
                    train_progress=train_progress)
         return "resumed"
     if base is None:
-        start_run(run, config, address=address, encoder_weights=encoder_weights,
-                  freeze_random_encoder=freeze_random_encoder, say=say,
+        start_run(run, config, address=address, overrides=overrides, say=say,
                   train_progress=train_progress)
         return "started"
     fork_run(base, run, policy=config.policy, cycles=config.cycles, say=say)
@@ -190,8 +189,7 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
             tell(f"{run}")
             sink = None if train_progress is None else (lambda record: train_progress(record, label))
             what = _drive_run(run, config.run_config(seed, policy), base=base, address=address, say=tell,
-                              train_progress=sink, encoder_weights=config.encoder_weights,
-                              freeze_random_encoder=config.freeze_random_encoder)
+                              train_progress=sink, overrides=config.preset_overrides())
             with lock:
                 done += 1
                 count = done

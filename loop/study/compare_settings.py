@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping
 import tomli_w
 
 from loop.config.fields import ConfigError
+from loop.config.training import INPUT_NORMS
 from loop.config.run import DATA_PRESETS, FINETUNE_DATA, RealGroups, RunConfig, real_groups
 from loop.errors import InputError
 from stores.location import Location
@@ -102,8 +103,9 @@ class CompareConfig:
     Both are resolved and frozen at construction, so compare.toml holds them. ``space``: the
     parameter space every run samples from (a :class:`generators.space.ParamSpace` or its
     ``to_dict`` form, e.g. from ``loop fit-grains``), frozen in compare.toml itself (not as a
-    path to a file that could change); ``None`` = the generator's. ``freeze_random_encoder``:
-    as in :class:`loop.config.training.TrainConfig` (``None``: the preset's).
+    path to a file that could change); ``None`` = the generator's. ``freeze_random_encoder``
+    and ``input_norm``: as in :class:`loop.config.training.TrainConfig` and
+    :class:`~loop.config.training.ModelConfig` (``None``: the preset's).
     """
 
     policies: tuple[str, ...]
@@ -124,6 +126,7 @@ class CompareConfig:
     reference: str | None = None
     space: Any = None
     freeze_random_encoder: bool | None = None
+    input_norm: str | None = None
 
     def __post_init__(self) -> None:
         from policies import get_policy
@@ -166,6 +169,8 @@ class CompareConfig:
             raise CompareError(str(err).replace("run.space", "space", 1)) from None
         if self.freeze_random_encoder is not None and not isinstance(self.freeze_random_encoder, bool):
             raise CompareError(f"freeze_random_encoder: expected true or false, got {self.freeze_random_encoder!r}")
+        if self.input_norm is not None and self.input_norm not in INPUT_NORMS:
+            raise CompareError(f"input_norm: expected one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
         if self.finetune_on not in FINETUNE_DATA:
             raise CompareError(f"finetune_on: expected one of {', '.join(FINETUNE_DATA)}, got {self.finetune_on!r}")
         if self.encoder_weights is not None:
@@ -209,6 +214,12 @@ class CompareConfig:
             if p == self.reference.strip() or get_policy(p).name == wanted:
                 return p
         raise CompareError(f"--reference {self.reference!r}: not one of the compared policies {', '.join(self.policies)}")
+
+    def preset_overrides(self) -> dict[str, Any]:
+        """The preset settings every run of this comparison starts with (see
+        :data:`loop.run.lifecycle.PRESET_OVERRIDES`)."""
+        return {"encoder_weights": self.encoder_weights, "freeze_random_encoder": self.freeze_random_encoder,
+                "input_norm": self.input_norm}
 
     def run_config(self, seed: int, policy: str | None = None) -> RunConfig:
         """The run config of seed ``seed``: the base run (``policy=None``, cycle 0 only) or a policy's run."""

@@ -38,14 +38,22 @@ class ModelError(InputError):
     """A model cannot be built as configured (e.g. an unusable encoder weights file)."""
 
 
-class ScaledInput(nn.Module):
-    """Wraps a network so it takes images scaled to [0, 1] and normalises them itself."""
+MIN_IMAGE_STD = 0.02
+"""Floor of an image's own spread in per-image normalisation: a nearly flat image is not
+blown up to unit spread (its noise would become its content)."""
 
-    def __init__(self, net: nn.Module, mean: float = INPUT_MEAN, std: float = INPUT_STD):
+
+class ScaledInput(nn.Module):
+    """Wraps a network so it takes images scaled to [0, 1] and normalises them itself: with
+    fixed statistics, or (``per_image``) by each image's own mean and spread (floored at
+    :data:`MIN_IMAGE_STD`). Neither has weights, so a checkpoint's state dict is the same."""
+
+    def __init__(self, net: nn.Module, mean: float = INPUT_MEAN, std: float = INPUT_STD, per_image: bool = False):
         super().__init__()
         self.net = net
         self.mean = mean
         self.std = std
+        self.per_image = per_image
 
     @property
     def encoder(self) -> nn.Module:
@@ -53,6 +61,9 @@ class ScaledInput(nn.Module):
         return self.net.encoder
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.per_image:
+            std, mean = torch.std_mean(x, dim=(1, 2, 3), keepdim=True)
+            return self.net((x - mean) / std.clamp_min(MIN_IMAGE_STD))
         return self.net((x - self.mean) / self.std)
 
 
@@ -138,7 +149,7 @@ def build_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
         log.info("model: %s %s encoder initialised from %s", cfg.arch, cfg.encoder, cfg.encoder_weights)
     else:
         log.info("model: %s %s encoder randomly initialised (no local encoder_weights file given)", cfg.arch, cfg.encoder)
-    return ScaledInput(net)
+    return ScaledInput(net, per_image=cfg.input_norm == "per_image")
 
 
 def set_encoder_frozen(model: nn.Module, frozen: bool) -> int:

@@ -170,6 +170,10 @@ def test_real_groups_start_options_and_old_settings_files(tmp_path) -> None:
     assert trained.freeze_random_encoder is False and read_settings(str(tmp_path / "trained")) == trained
     with pytest.raises(CompareError, match="freeze_random_encoder: expected true or false, got 'no'"):
         resolve_settings(str(tmp_path / "bad"), dict(TINY, freeze_random_encoder="no"))
+    with pytest.raises(CompareError, match="input_norm: expected one of fixed, per_image, got 'z'"):
+        resolve_settings(str(tmp_path / "bad"), dict(TINY, input_norm="z"))
+    assert resolve_settings(str(tmp_path / "norm"), dict(TINY, input_norm="per_image")).preset_overrides() == {
+        "encoder_weights": None, "freeze_random_encoder": None, "input_norm": "per_image"}
     # A missing group folder fails before anything is written, naming the group.
     with pytest.raises(InputError, match=r"real group 'zinc': .*/zinc: real data folder not found"):
         compare(str(tmp_path / "other"), dict(TINY, real=(f"zinc={tmp_path / 'zinc'}",)))

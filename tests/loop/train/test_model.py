@@ -111,3 +111,35 @@ def test_model_from_checkpoint_rebuilds_the_same_function(tmp_path):
     save_checkpoint(uri, model.state_dict(), {})
     with pytest.raises(ModelError, match="no 'model' config"):
         model_from_checkpoint(uri)
+
+
+def test_per_image_normalisation_sees_a_bright_and_a_dark_copy_alike(tmp_path):
+    x = torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.5
+    darker = 0.4 * x + 0.05  # another exposure and contrast of the same images
+    per_image = build_model(ModelConfig(encoder="resnet18", input_norm="per_image"), seed=1).eval()
+    fixed = build_model(ModelConfig(encoder="resnet18"), seed=1).eval()
+    assert set(per_image.state_dict()) == set(fixed.state_dict())  # no weights of its own
+    with torch.no_grad():
+        assert torch.allclose(per_image(x), per_image(darker), atol=1e-4)
+        assert not torch.allclose(fixed(x), fixed(darker), atol=1e-2)
+        # A flat image is not blown up to unit spread: its noise stays small.
+        flat = torch.full((1, 1, 64, 64), 0.5) + 1e-4 * torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+        assert torch.isfinite(per_image(flat)).all()
+    path = str(tmp_path / "m.pt")
+    save_checkpoint(path, per_image.state_dict(), {"model": ModelConfig(encoder="resnet18", input_norm="per_image").to_dict()})
+    rebuilt, _ = model_from_checkpoint(path)
+    assert rebuilt.per_image
+    with pytest.raises(Exception, match="model.input_norm"):
+        ModelConfig(input_norm="zscore")
+
+
+def test_preset_overrides_reach_their_part_and_unknown_ones_are_named():
+    from loop.config.run import RunConfig
+    from loop.run.lifecycle import RunError, resolved_preset
+
+    preset = resolved_preset(RunConfig.for_preset("smoke"), {"input_norm": "per_image", "freeze_random_encoder": False,
+                                                            "encoder_weights": None})
+    assert preset.model.input_norm == "per_image" and preset.train.freeze_random_encoder is False
+    assert preset.model.encoder_weights is None
+    with pytest.raises(RunError, match="override 'lr': unknown; expected some of encoder_weights"):
+        resolved_preset(RunConfig.for_preset("smoke"), {"lr": 1.0})
