@@ -11,7 +11,7 @@ import logging
 
 import click
 
-from loop.cli import bench, data, evaluate, fit_grains, runs, study
+from loop.cli import bench, data, evaluate, fit_grains, locate, runs, study
 from loop.cli.errors import EXIT_ERROR, EXIT_INTERNAL, Group
 
 __all__ = ["main", "EXIT_ERROR", "EXIT_INTERNAL"]
@@ -28,5 +28,5 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 for _command in (data.generate, data.show, data.query, data.split_real, runs.start, runs.resume, runs.status, evaluate.evaluate,
-                 bench.bench, study.compare_cmd, fit_grains.fit_grains_cmd, study.fit_cracks_cmd, study.experiment):
+                 bench.bench, locate.locate, study.compare_cmd, fit_grains.fit_grains_cmd, study.fit_cracks_cmd, study.experiment):
     main.add_command(_command)

@@ -4,7 +4,9 @@
 
     RUN/journal.jsonl                 the run's events (:mod:`loop.run.journal`)
     RUN/checkpoints/cycle_NNN.pt      model weights of cycle N (+ ``.sha256``), N >= 3 digits
+    RUN/checkpoints/inverse_cycle_NNN.pt  the inverse model (image -> parameters) on cycle N's samples
     RUN/reports/real_cycle_NNN/       scores and overlays of cycle N's checkpoint on real images
+    RUN/reports/locate_cycle_NNN/     ``loop locate``: real images placed in parameter space
     metrics fragment ``val_cNNN``     the validation scores of cycle N
     metrics fragment ``test_cNNN``    the held-out test scores of cycle N
 """
@@ -44,6 +46,16 @@ def test_metrics_name(cycle: int) -> str:
 def real_report_name(cycle: int) -> str:
     """Folder under ``RUN/reports`` with cycle ``cycle``'s scores and overlays on real images."""
     return f"real_cycle_{cycle:03d}"
+
+
+def inverse_checkpoint_name(cycle: int) -> str:
+    """File name under ``RUN/checkpoints`` of the inverse model trained on the samples up to cycle ``cycle``."""
+    return f"inverse_cycle_{cycle:03d}.pt"
+
+
+def locate_report_name(cycle: int) -> str:
+    """Folder under ``RUN/reports`` with ``loop locate``'s estimates and plot for cycle ``cycle``."""
+    return f"locate_cycle_{cycle:03d}"
 
 
 def checkpoint_uri(store, cycle: int) -> str:

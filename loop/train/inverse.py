@@ -1,0 +1,341 @@
+"""The inverse model: image -> generator parameters, as a small ensemble of CNN regressors.
+
+Every synthetic sample of a run carries the parameters that made it, so the inverse map is
+plain supervised regression: a small CNN reads a grey tile and predicts the sample's
+parameters in unit-cube coordinates of the run's space (``space.to_unit``), with an MSE loss.
+An ensemble of :attr:`InverseConfig.members` nets, each with its own seed (initial weights,
+crops, batch order), is trained on the same samples; the mean of the members is the estimate
+and their spread (standard deviation) its uncertainty. ``loop locate`` uses it to show where
+real micrographs sit in the run's parameter space.
+
+Inputs are **crops at native resolution**, never resized: lengths in pixels (grain diameter,
+boundary thickness, blur) are parameters, and resizing a tile would change them. The tile side
+is ``min(InverseConfig.input_size, smallest sample side)``; an image of any size is located by
+averaging each member's predictions over up to ``tiles × tiles`` tiles on an even grid, so an
+image smaller than the tile side cannot be located (:class:`InverseError` says both sizes).
+Training augments with random crops and the eight flips/90° rotations (the parameters do not
+depend on orientation).
+
+Targets: every range dimension (continuous, log, integer: integers regress like continuous
+values, in their unit-cube cell centres); choice dimensions and fixed dimensions (low == high,
+nothing to learn) are left out and listed in the checkpoint's meta.
+
+Why a plain ensemble regressor and not neural posterior estimation (the ``sbi`` library):
+NPE learns a full, possibly multi-modal posterior p(θ | x) and needs an embedding net for
+images anyway, i.e. this very CNN plus a normalising flow on top, trained on many more
+simulations for a calibrated density; ``sbi`` is not installed here and pulls in a large
+dependency tree (pyro/nflows/zuko, ...). What ``loop locate`` needs is a point estimate with
+an honest "how sure" signal and a per-dimension "can this be read off an image at all"
+(held-out R²), which an ensemble gives with plain torch, deterministically and in a
+checkpoint loaded weights-only. Its limits: the ensemble spread is epistemic (members
+disagree) rather than a posterior width, and for a non-identifiable dimension the regressor
+returns the conditional mean (mid-range) instead of a flat posterior — the R² in the meta is
+what tells those dimensions apart. If calibrated posteriors are ever needed, the trained
+CNN trunk can serve as the embedding net of an NPE.
+
+Determinism: each member's initial weights, crops, flips and batch order come from torch
+generators seeded from ``(seed, member)``; the same seed, samples and threads give the same
+weights. The ensemble is saved with :func:`loop.train.checkpoints.save_checkpoint` (state
+dict + plain meta: dimensions, tile side, config, held-out R²) and loaded weights-only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from loop.errors import InputError
+from loop.train.checkpoints import load_checkpoint, load_state_into, save_checkpoint
+from loop.train.device import resolve_device
+
+KIND = "inverse-ensemble"
+"""``meta["kind"]`` of an inverse checkpoint (a segmentation checkpoint has none)."""
+ARCH = "cnn5-stats"
+INPUT_MEAN, INPUT_STD = 0.5, 0.25
+"""Grey tiles in [0, 1] are normalised with these fixed statistics (absolute grey is a parameter)."""
+IDENTIFIABLE_R2 = 0.5
+"""A dimension counts as identifiable from an image when its held-out R² is at least this."""
+
+
+class InverseError(InputError):
+    """The inverse model cannot be trained on, or applied to, what it was given."""
+
+
+@dataclass(frozen=True)
+class InverseConfig:
+    """How the inverse ensemble is trained and applied."""
+
+    members: int = 3
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    input_size: int = 128
+    """Tile side in px (capped at the samples' smallest side)."""
+    width: int = 16
+    """Channels of the first block; each later block doubles them (at most 4 × width)."""
+    tiles: int = 3
+    """Up to ``tiles × tiles`` tiles per image at prediction time."""
+    max_samples: int = 4000
+    """At most this many train samples are read (a seeded random subset beyond it)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("members", "epochs", "batch_size", "width", "tiles", "max_samples"):
+            if int(getattr(self, name)) < 1:
+                raise InverseError(f"inverse config {name}: expected an integer >= 1, got {getattr(self, name)!r}")
+        if self.input_size < 16:
+            raise InverseError(f"inverse config input_size: expected >= 16 px, got {self.input_size}")
+        if not self.lr > 0:
+            raise InverseError(f"inverse config lr: expected > 0, got {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "InverseConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def target_dims(space: Any) -> list[str]:
+    """The dimensions of ``space`` (a :class:`generators.space.ParamSpace`) that the inverse model
+    regresses: range dimensions that are not fixed (choices have no ``low``/``high``)."""
+    return [d.name for d in space if hasattr(d, "low") and d.high != d.low]
+
+
+def member_generator(seed: int, member: int) -> torch.Generator:
+    """The torch generator of ensemble member ``member`` of an ensemble seeded ``seed``."""
+    state = np.random.SeedSequence([seed, member, 0x1A7E]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+SCALES = (1, 2, 4, 8)
+"""Average-pooling factors at which the tile's mean gradient magnitude is fed to the head."""
+
+
+def _gradient_energy(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """(n, 1): mean |dx| + |dy| of ``x`` average-pooled by ``scale`` (times ``10 scale``: edges weigh alike, values near 1)."""
+    if scale > 1:
+        x = F.avg_pool2d(x, scale)
+    return 10.0 * scale * ((x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(2, 3))
+                    + (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(2, 3)))
+
+
+class InverseNet(nn.Module):
+    """A small CNN: five conv blocks (the last four halve the size), mean and max pooling, an MLP head."""
+
+    def __init__(self, outputs: int, width: int = 32):
+        super().__init__()
+        chans = [width // 2, width, 2 * width, 4 * width, 4 * width]
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i, c in enumerate(chans):
+            layers += [nn.Conv2d(c_in, c, 3, stride=1 if i == 0 else 2, padding=1, bias=False),
+                       nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(2 * c_in + len(SCALES) + 2, 128), nn.ReLU(inplace=True),
+                                  nn.Linear(128, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (n, 1, s, s) grey tiles in [0, 1]; returns (n, outputs) unit-cube estimates."""
+        # Plain tile statistics go to the head directly: the grey mean and spread (grey levels are
+        # parameters) and the mean gradient magnitude at a few scales (boundary density, noise, blur).
+        stats = torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3)), *(_gradient_energy(x, s) for s in SCALES)], dim=1)
+        h = self.features((x - INPUT_MEAN) / INPUT_STD)
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3)), stats], dim=1)
+        return self.head(pooled)
+
+
+class InverseEnsemble(nn.Module):
+    """The members, and what is needed to apply them: dimension names and tile side."""
+
+    def __init__(self, dims: Sequence[str], input_size: int, members: int = 3, width: int = 32):
+        super().__init__()
+        self.dims = list(dims)
+        self.input_size = int(input_size)
+        self.members = nn.ModuleList(InverseNet(len(self.dims), width) for _ in range(members))
+
+    @torch.no_grad()
+    def predict_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
+        """(members, n, d) predictions of (n, 1, s, s) tiles."""
+        self.eval()
+        return torch.stack([m(tiles) for m in self.members])
+
+    def predict(self, images: Sequence[np.ndarray], tiles: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, spread)``, each (n, d) in unit-cube coordinates, of uint8 H×W ``images``.
+
+        Each member's estimate of an image is its mean over the image's tiles (see
+        :func:`tile_grid`); the estimate is the members' mean, the spread their standard
+        deviation (0 for a single member). Raises :class:`InverseError` for an image smaller
+        than the tile side.
+        """
+        device = next(self.parameters()).device
+        per_member = []
+        for k, image in enumerate(images):
+            stack = tile_grid(image, self.input_size, tiles, where=f"image {k}")
+            x = torch.from_numpy(stack).to(device)[:, None]
+            per_member.append(self.predict_tiles(x).mean(dim=1).cpu().numpy())
+        if not per_member:
+            d = len(self.dims)
+            return np.zeros((0, d)), np.zeros((0, d))
+        est = np.stack(per_member, axis=1)  # (members, n, d)
+        spread = est.std(axis=0) if est.shape[0] > 1 else np.zeros(est.shape[1:])
+        return est.mean(axis=0), spread
+
+
+def tile_grid(image: np.ndarray, size: int, tiles: int, where: str = "image") -> np.ndarray:
+    """Up to ``tiles × tiles`` ``size``-px tiles of a uint8 H×W image on an even grid, as float32 in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise InverseError(f"{where}: expected a uint8 H×W grey image, got {image.dtype} {image.shape}")
+    h, w = image.shape
+    if h < size or w < size:
+        raise InverseError(f"{where}: {w}×{h} px is smaller than the inverse model's input of {size}×{size} px")
+    ys = np.unique(np.linspace(0, h - size, min(tiles, math.ceil(h / size))).round().astype(int))
+    xs = np.unique(np.linspace(0, w - size, min(tiles, math.ceil(w / size))).round().astype(int))
+    out = np.stack([image[y:y + size, x:x + size] for y in ys for x in xs])
+    return out.astype(np.float32) / np.float32(255.0)
+
+
+def _random_crops(images: np.ndarray, size: int, gen: torch.Generator) -> torch.Tensor:
+    """One random crop and one of the eight flips/rotations per image of a (n, H, W) uint8 stack."""
+    n, h, w = images.shape
+    ys = torch.randint(0, h - size + 1, (n,), generator=gen).tolist()
+    xs = torch.randint(0, w - size + 1, (n,), generator=gen).tolist()
+    ops = torch.randint(0, 8, (n,), generator=gen).tolist()
+    out = np.empty((n, size, size), dtype=np.uint8)
+    for i in range(n):
+        tile = images[i, ys[i]:ys[i] + size, xs[i]:xs[i] + size]
+        tile = np.rot90(tile, ops[i] % 4)
+        out[i] = tile[:, ::-1] if ops[i] >= 4 else tile
+    return torch.from_numpy(out).float().div_(255.0)[:, None]
+
+
+def r2_scores(truth: np.ndarray, estimate: np.ndarray) -> list[float | None]:
+    """Per-column coefficient of determination ``1 - SSE / SST`` (None where the truth is constant)."""
+    out: list[float | None] = []
+    for j in range(truth.shape[1]):
+        sst = float(((truth[:, j] - truth[:, j].mean()) ** 2).sum())
+        sse = float(((truth[:, j] - estimate[:, j]) ** 2).sum())
+        out.append(None if sst <= 1e-12 or len(truth) < 2 else 1.0 - sse / sst)
+    return out
+
+
+@dataclass
+class InverseResult:
+    """A trained ensemble with its held-out scores (``r2``: dimension -> R² or None)."""
+
+    model: InverseEnsemble
+    meta: dict[str, Any]
+
+    @property
+    def r2(self) -> dict[str, float | None]:
+        return dict(self.meta.get("r2", {}))
+
+
+def train_inverse(
+    images: np.ndarray,
+    targets: np.ndarray,
+    dims: Sequence[str],
+    cfg: InverseConfig = InverseConfig(),
+    *,
+    held_out: tuple[np.ndarray, np.ndarray] | None = None,
+    held_out_split: str | None = None,
+    device: str | torch.device | None = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> InverseResult:
+    """Train the ensemble on ``images`` (uint8 (n, H, W)) and ``targets`` ((n, d) unit-cube values).
+
+    ``held_out``: ``(images, targets)`` scored after training: per-dimension R² of the
+    ensemble mean, stored in the meta as ``r2`` (with ``held_out_split`` naming them).
+    """
+    images = np.asarray(images)
+    targets = np.asarray(targets, dtype=np.float32)
+    if images.ndim != 3 or images.dtype != np.uint8 or len(images) == 0:
+        raise InverseError(f"inverse training images: expected a non-empty uint8 (n, H, W) stack, "
+                           f"got {images.dtype} {images.shape}")
+    if targets.shape != (len(images), len(dims)):
+        raise InverseError(f"inverse training targets: expected shape {(len(images), len(dims))}, got {targets.shape}")
+    if not dims:
+        raise InverseError("inverse model: the space has no dimension to regress (all fixed or choices)")
+    size = min(cfg.input_size, *images.shape[1:])
+    if size < 16:
+        raise InverseError(f"inverse model: samples of {images.shape[2]}×{images.shape[1]} px are too small (16 px at least)")
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    ensemble = InverseEnsemble(dims, size, members=0, width=cfg.width)
+    y_all = torch.from_numpy(targets)
+    losses: list[float] = []
+    for k in range(cfg.members):
+        gen = member_generator(cfg.seed, k)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            net = InverseNet(len(dims), cfg.width)
+        net.to(dev).train()
+        steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                    pct_start=0.2)
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(len(images), generator=gen)
+            total = 0.0
+            for s in range(steps_per_epoch):
+                idx = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+                if len(idx) < 2 and len(images) >= 2:  # a batch of one has no batch statistics
+                    continue
+                x = _random_crops(images[idx.numpy()], size, gen).to(dev)
+                y = y_all[idx].to(dev)
+                loss = F.mse_loss(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(idx)
+            losses.append(total / len(images))
+        if progress is not None:
+            progress(f"inverse member {k + 1}/{cfg.members}: {cfg.epochs} epochs, last train mse {losses[-1]:.4f}, "
+                     f"{time.perf_counter() - t0:.0f} s")
+        ensemble.members.append(net.eval())
+    ensemble.to(dev)
+    meta: dict[str, Any] = {
+        "kind": KIND, "arch": ARCH, "dims": list(dims), "input_size": size, "members": cfg.members,
+        "config": cfg.to_dict(), "n_train": int(len(images)), "final_mse": losses[-1] if losses else None,
+        "train_s": round(time.perf_counter() - t0, 3), "r2": {}, "r2_split": held_out_split, "n_held_out": 0,
+    }
+    if held_out is not None and len(held_out[0]):
+        est, _ = ensemble.predict(list(held_out[0]), tiles=cfg.tiles)
+        meta["r2"] = dict(zip(dims, r2_scores(np.asarray(held_out[1], dtype=float), est)))
+        meta["n_held_out"] = int(len(held_out[0]))
+    return InverseResult(ensemble.cpu(), meta)
+
+
+def save_inverse(uri: str, result: InverseResult, extra_meta: dict[str, Any] | None = None) -> str:
+    """Write the ensemble and its meta (plus ``extra_meta``) with :func:`save_checkpoint`; return the digest."""
+    return save_checkpoint(uri, result.model.state_dict(), {**result.meta, **(extra_meta or {})})
+
+
+def load_inverse(uri: str, device: str | torch.device | None = "cpu") -> InverseResult:
+    """The ensemble saved at ``uri`` (verified and loaded weights-only) with its meta."""
+    state, meta = load_checkpoint(uri)
+    if meta.get("kind") != KIND:
+        raise InverseError(f"checkpoint {uri}: not an inverse-model checkpoint (kind {meta.get('kind')!r})")
+    cfg = InverseConfig.from_dict(meta.get("config", {}))
+    model = InverseEnsemble(meta["dims"], meta["input_size"], members=int(meta["members"]), width=cfg.width)
+    load_state_into(model, state, f"inverse checkpoint {uri}")
+    return InverseResult(model.to(resolve_device(device)).eval(), meta)
+
+
+def identifiable(r2: dict[str, float | None], floor: float = IDENTIFIABLE_R2) -> list[str]:
+    """The dimensions whose held-out R² reaches ``floor``."""
+    return [name for name, value in r2.items() if value is not None and value >= floor]
