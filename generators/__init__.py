@@ -25,4 +25,4 @@ register("grains", GrainGenerator)
 
 from generators.cracks import CrackGenerator
 
-register("cracks", CrackGenerator)
+register("cracks", CrackGenerator, options={"exemplars": "path"})

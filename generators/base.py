@@ -36,6 +36,9 @@ class Generator(Protocol):
     ``render`` must not touch any global random state: all randomness comes from
     ``numpy.random.default_rng(seed)`` (or generators spawned from it), so the same
     ``(params, seed, size)`` gives the same bytes on any machine.
+
+    Optional hooks for a run's own parameter space, ``check_space(space, source)`` and
+    ``with_space(space, source)``, are described in :mod:`generators.registry`.
     """
 
     name: str

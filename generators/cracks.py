@@ -26,6 +26,7 @@ the default exemplars at 128 px, more for larger sizes).
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections import OrderedDict
@@ -321,24 +322,45 @@ class CrackGenerator:
             if not self._exemplars:
                 raise GeneratorError("exemplars: expected at least one exemplar, got none")
             self.version = f"{VERSION}+x{exemplars_digest(self._exemplars)[:12]}"
-        names = tuple(e.name for e in self._exemplars)
-        base = _space(names)
-        if space is None:
-            self.space = base
-        else:
-            given = space if isinstance(space, ParamSpace) else ParamSpace.from_dict(space)
-            unknown = [n for n in given.names if n not in base.names]
-            if unknown:
-                raise CrackSpaceError(f"{space_source}: unknown dimension(s) {unknown}; "
-                                      f"the crack generator has: {', '.join(base.names)}")
-            merged = ParamSpace([given[n] if n in given.names else base[n] for n in base.names])
-            check_crack_space(merged, names, space_source)
-            self.space = merged
+        self.space = _space(self.texture_names)
+        if space is not None:
+            self.space = self._merged(space, space_source)
+
+    def _merged(self, space: ParamSpace | Mapping[str, Any], source: str) -> ParamSpace:
+        """``space`` with the dimensions it leaves out taken from the default space of these
+        exemplars (a fitted space has no ``texture``), checked by :func:`check_crack_space`."""
+        base = _space(self.texture_names)
+        given = space if isinstance(space, ParamSpace) else ParamSpace.from_dict(space)
+        unknown = [n for n in given.names if n not in base.names]
+        if unknown:
+            raise CrackSpaceError(f"{source}: unknown dimension(s) {unknown}; "
+                                  f"the crack generator has: {', '.join(base.names)}")
+        merged = ParamSpace([given[n] if n in given.names else base[n] for n in base.names])
+        check_crack_space(merged, self.texture_names, source)
+        return merged
 
     @property
     def exemplars(self) -> tuple[Exemplar, ...]:
         """The exemplars the textures are quilted from."""
         return self._exemplars
+
+    @property
+    def texture_names(self) -> tuple[str, ...]:
+        """The exemplars' names: the options of the ``texture`` dimension."""
+        return tuple(e.name for e in self._exemplars)
+
+    def check_space(self, space: ParamSpace, source: str = "space") -> None:
+        """Raise :class:`CrackSpaceError` unless ``space`` fits this generator: :func:`check_crack_space`
+        with these exemplars (the hook :func:`generators.registry.check_space` calls)."""
+        check_crack_space(space, self.texture_names, source)
+
+    def with_space(self, space: ParamSpace | Mapping[str, Any], source: str = "space") -> "CrackGenerator":
+        """This generator (same exemplars, same :attr:`version`) with ``space`` as its space: the
+        dimensions it leaves out from the default space, checked (the hook
+        :func:`generators.registry.fit_space` calls for a run's own space)."""
+        other = copy.copy(self)
+        other.space = self._merged(space, source)
+        return other
 
     def render(self, params: Mapping[str, Any], seed: int, size: int,
                timings: dict[str, float] | None = None) -> Sample:

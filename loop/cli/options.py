@@ -16,6 +16,14 @@ INPUT_NORM_HELP = ("How the model normalises each input image: fixed (ImageNet's
 SPACE_HELP = ("Parameter-space file (TOML, e.g. from `loop fit-grains`) to sample from instead of the "
               "generator's own space; frozen into the run.")
 
+EXEMPLARS_HELP = ("Folder of texture images the crack generator quilts its backgrounds from (its `texture` "
+                  "options are their names) instead of scikit-image's; frozen into the run.")
+
+
+def exemplars_option(folder: str | None) -> dict[str, str] | None:
+    """``--exemplars DIR`` as generator options (``None`` without it)."""
+    return {"exemplars": folder} if folder is not None else None
+
 
 def space_from_file(path: str | None):
     """``--space FILE``'s parameter space (``None`` without the option); a bad file is one error line."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from loop.cli.options import INPUT_NORM_HELP, SPACE_HELP, generator_choice_help, space_from_file
+from loop.cli.options import (EXEMPLARS_HELP, INPUT_NORM_HELP, SPACE_HELP, exemplars_option, generator_choice_help,
+                              space_from_file)
 from loop.config.training import INPUT_NORMS
 from loop.cli.output import echo_json, fmt, say
 from loop.cli.progress import TrainProgressView, format_duration
@@ -32,6 +33,7 @@ from loop.cli.progress import TrainProgressView, format_duration
 @click.option("--n-per-cycle", type=click.IntRange(min=1), default=None, help="New samples per cycle (preset default).")
 @click.option("--size", type=int, default=None, help="Image side in px (preset default).")
 @click.option("--space", "space_file", default=None, metavar="FILE", help=SPACE_HELP)
+@click.option("--exemplars", default=None, metavar="DIR", help=EXEMPLARS_HELP)
 @click.option("--freeze-random-encoder/--train-random-encoder", "freeze_random_encoder", default=None,
               help="Whether the preset's head-only stages freeze an encoder that starts random (no ImageNet "
                    "weights); default: the preset's (frozen).")
@@ -39,7 +41,7 @@ from loop.cli.progress import TrainProgressView, format_duration
 def start(run: str | None, policy: str, preset: str, cycles: int | None, generator_name: str, seed: int,
           address: str | None, workers: int | None, real: tuple[str, ...], encoder_weights: str | None,
           finetune_on: str | None, n_train: int | None, n_val: int | None, n_test: int | None,
-          n_per_cycle: int | None, size: int | None, space_file: str | None,
+          n_per_cycle: int | None, size: int | None, space_file: str | None, exemplars: str | None,
           freeze_random_encoder: bool | None, input_norm: str | None) -> None:
     """Start a run: cycle 0 (initial data, training, evaluation), then the adaptive cycles."""
     import time
@@ -50,7 +52,7 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
     config = RunConfig.for_preset(preset, generator=generator_name, policy=policy, cycles=cycles, seed=seed,
                                   workers=workers, real=real or None, finetune_on=finetune_on, n_train=n_train,
                                   n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle, size=size,
-                                  space=space_from_file(space_file))
+                                  space=space_from_file(space_file), generator_options=exemplars_option(exemplars))
     run = run or f"runs/{policy.split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
     with TrainProgressView(say=say) as view:

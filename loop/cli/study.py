@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from loop.cli.errors import Group
-from loop.cli.options import INPUT_NORM_HELP, SPACE_HELP, space_from_file
+from loop.cli.options import EXEMPLARS_HELP, INPUT_NORM_HELP, SPACE_HELP, exemplars_option, space_from_file
 from loop.config.training import INPUT_NORMS
 from loop.cli.output import echo_json, say
 
@@ -36,6 +36,7 @@ from loop.cli.output import echo_json, say
 @click.option("--n-per-cycle", type=int, default=None, help="New samples per cycle (preset default).")
 @click.option("--size", type=int, default=None, help="Image side in px (preset default).")
 @click.option("--space", "space_file", default=None, metavar="FILE", help=SPACE_HELP)
+@click.option("--exemplars", default=None, metavar="DIR", help=EXEMPLARS_HELP)
 @click.option("--freeze-random-encoder/--train-random-encoder", "freeze_random_encoder", default=None,
               help="Whether the preset's head-only stages freeze an encoder that starts random (no ImageNet "
                    "weights); default: the preset's (frozen).")
@@ -49,7 +50,7 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
                 generator_name: str | None, real: tuple[str, ...], primary: str | None, reference: str | None,
                 encoder_weights: str | None, finetune_on: str | None, n_train: int | None, n_val: int | None,
                 n_test: int | None, n_per_cycle: int | None, size: int | None, space_file: str | None,
-                freeze_random_encoder: bool | None, input_norm: str | None, parallel: int | None,
+                exemplars: str | None, freeze_random_encoder: bool | None, input_norm: str | None, parallel: int | None,
                 address: str | None, report_only: bool, as_json: bool) -> None:
     """Compare sampling policies over seeds 1..N from a shared cycle 0: statistics, t-tests, plots in OUT.
 
@@ -66,7 +67,7 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
     given = dict(policies=policies, seeds=seeds, preset=preset, cycles=cycles, generator=generator_name,
                  real=real or None, primary=primary, reference=reference, encoder_weights=encoder_weights,
                  finetune_on=finetune_on, n_train=n_train, n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle,
-                 size=size, space=space_from_file(space_file),
+                 size=size, space=space_from_file(space_file), generator_options=exemplars_option(exemplars),
                  freeze_random_encoder=freeze_random_encoder, input_norm=input_norm)
     if report_only:
         named = [k for k, v in given.items() if v is not None]

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from generators.base import GeneratorError
+from generators.registry import generator_options, unknown_option_message
 from generators.space import ParamSpace, ParamSpaceError, space_from_data
 from loop.config.fields import ConfigError, DictFields, check_int, fail, set_field
 
@@ -109,6 +111,12 @@ class RunConfig(DictFields):
     ``space``: the parameter space the run samples from (e.g. fitted by ``loop fit-grains``,
     read from a space file), inside the generator's own; ``None`` = the generator's space.
     Frozen here, so ``loop resume`` and a fork sample from the same space.
+
+    ``generator_options``: the generator's constructor options by name (e.g. the crack
+    generator's ``exemplars``, a folder of texture images; see
+    :func:`generators.registry.generator_options`); ``None`` (or empty) = its defaults. An
+    option the generator does not take is a :class:`ConfigError`; path options become absolute.
+    Frozen here, so every process that renders for the run builds the same generator.
     """
 
     generator: str = "grains"
@@ -127,6 +135,7 @@ class RunConfig(DictFields):
     n_test: int = 0
     real: RealGroups = ()
     space: ParamSpace | None = None
+    generator_options: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("generator", "policy", "initial_policy", "preset"):
@@ -146,6 +155,7 @@ class RunConfig(DictFields):
         if self.finetune_on not in FINETUNE_DATA:
             raise fail("run.finetune_on", self.finetune_on, f"one of {FINETUNE_DATA}")
         set_field(self, "space", _space(self.space))
+        set_field(self, "generator_options", checked_generator_options(self.generator, self.generator_options))
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> "RunConfig":
@@ -181,6 +191,34 @@ def _space(value: Any) -> ParamSpace | None:
         return space_from_data(value, "run.space")
     except ParamSpaceError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def checked_generator_options(generator: str, value: Any, where: str = "run.generator_options"
+                              ) -> dict[str, str] | None:
+    """``value`` as the options of ``generator``: ``None`` for none (``None`` or empty), else a
+    dict (sorted by name) of option -> non-empty string, local paths made absolute. An option
+    ``generator`` does not take is a :class:`ConfigError` naming it and the known ones (an unknown
+    generator is left for the run's checks to name)."""
+    if value is None or (isinstance(value, Mapping) and not value):
+        return None
+    if not isinstance(value, Mapping):
+        raise fail(where, value, 'a table of option = value, e.g. {exemplars = "DIR"}')
+    try:
+        kinds: dict[str, str] | None = generator_options(generator)
+    except GeneratorError:
+        kinds = None
+    out: dict[str, str] = {}
+    for name in sorted(value):
+        item = value[name]
+        if kinds is not None and name not in kinds:
+            raise ConfigError(unknown_option_message(generator, str(name), where))
+        if not isinstance(item, str) or not item.strip():
+            raise fail(f"{where}.{name}", item, "a non-empty string")
+        item = item.strip()
+        if kinds is not None and kinds[name] == "path" and "://" not in item:
+            item = os.path.abspath(item)
+        out[str(name)] = item
+    return out
 
 
 def run_config_from(data: Mapping[str, Any]) -> RunConfig:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 import generators
+from loop.config.run import run_config_from
 from loop.errors import InputError
 from loop.run.driver import policy_view
 from loop.run.generation import BatchPlan, next_ids, plan_batches, run_plans
@@ -119,11 +120,14 @@ def _add(store: RunStore, generator_name: str, n: int, *, size: int, seed: int, 
     proposals = get_policy("random").propose(policy_view(store, cycle=0), n, np.random.default_rng([seed, first_id]))
     plans = plan_batches(proposals=proposals, first_sample_id=first_id, first_batch=first_batch,
                          batch_size=batch_size, seed=seed, cycle=0, split=split, size=size)
+    # A run made by `loop start` renders with its own generator options and space.
+    run = run_config_from(store.config["run"]) if "run" in store.config else None
+    built = dict(options=run.generator_options, space=run.space) if run else {}
     if workers > 1:
         with ray_session(address, num_cpus=None if address else workers):
-            run_plans(store.uri, generator_name, plans, workers=workers, on_done=on_done)
+            run_plans(store.uri, generator_name, plans, workers=workers, on_done=on_done, **built)
     else:
-        run_plans(store.uri, generator_name, plans, workers=1, on_done=on_done)
+        run_plans(store.uri, generator_name, plans, workers=1, on_done=on_done, **built)
 
 
 def after_planned(store: RunStore) -> tuple[int, int]:

@@ -25,9 +25,8 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow.compute as pc
 
-from generators import get_generator
 from loop.config.training import Preset
-from loop.run.generation import BatchPlan, next_ids, plan_batches, run_plans
+from loop.run.generation import BatchPlan, next_ids, plan_batches, run_generator, run_plans
 from loop.run.journal import Journal
 from loop.run.names import checkpoint_name, checkpoint_uri, test_metrics_name, val_metrics_name
 from loop.config.run import RunConfig
@@ -101,7 +100,7 @@ class CycleDriver:
         self.remote = remote
         self.say = say
         self.train_progress = train_progress
-        self.generator = get_generator(config.generator)
+        self.generator = run_generator(config.generator, config.generator_options, config.space)
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -179,7 +178,7 @@ class CycleDriver:
 
         self.journal.check()  # a driver that lost the run lock writes nothing more
         run_plans(self.store.uri, self.config.generator, todo, workers=self.workers if self.remote else 1,
-                  on_done=tick)
+                  on_done=tick, options=self.config.generator_options, space=self.config.space)
         self.journal.append("generated", cycle=cycle, samples=total, wall_s=time.time() - started)
 
     def _train(self, cycle: int) -> None:

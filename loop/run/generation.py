@@ -3,17 +3,20 @@
 A :class:`BatchPlan` fixes everything about a batch before it is dispatched — sample ids,
 seeds, parameters, parents — so a batch redone after a crash gives the same bytes.
 Batches render inline (one worker) or as Ray tasks (several workers, local or cluster).
+Every batch builds the run's generator from its name, its options and the run's own space
+(:func:`generators.get_generator`), so each worker renders with the same exemplars and
+accepts every parameter set of that space; the texture banks behind it are cached per process.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from generators import get_generator
-from generators.space import with_defaults
+from generators import Generator, get_generator
+from generators.space import ParamSpace, with_defaults
 from policies import Proposal
 from loop.errors import InputError
 
@@ -80,9 +83,35 @@ def plan_batches(
     return plans
 
 
-def render_plan(generator_name: str, plan: BatchPlan) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray | None]:
-    """Render one batch: parameter rows, images (n,H,W) and masks (or None for classification)."""
-    generator = get_generator(generator_name)
+def run_generator(generator_name: str, options: Mapping[str, Any] | None = None,
+                  space: ParamSpace | None = None) -> Generator:
+    """The generator a run renders with: ``generator_name`` built with the run's ``options``
+    (``run.generator_options``) and able to render its own ``space`` (``run.space``; ``None`` =
+    the generator's)."""
+    return get_generator(generator_name, options, space,
+                         space_source=f"run.space (for the {generator_name} generator)")
+
+
+def check_generator_build(store: Any, generator: Generator) -> None:
+    """Raise :class:`InputError` when ``generator`` is not built from the data the run began with:
+    the part of its version after ``+`` (the crack generator's exemplar digest) differs from the
+    store's. The code part may differ (a newer generator renders an older run's dimensions as
+    they were)."""
+    have, want = generator.version.partition("+")[2], str(store.generator_version).partition("+")[2]
+    if have != want:
+        raise InputError(f"run {store.uri}: its {store.generator_name} generator was version "
+                         f"{store.generator_version} when the run began, its options now give {generator.version}: "
+                         "its data (e.g. the exemplar folder) changed since; restore it, or start a new run")
+
+
+def render_plan(generator_name: str, plan: BatchPlan, *, options: Mapping[str, Any] | None = None,
+                space: ParamSpace | None = None, generator: Generator | None = None,
+                ) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray | None]:
+    """Render one batch: parameter rows, images (n,H,W) and masks (or None for classification).
+
+    The generator is :func:`run_generator` of ``generator_name``, ``options`` and ``space``
+    (or ``generator``, built so already)."""
+    generator = generator or run_generator(generator_name, options, space)
     rows, images, masks = [], [], []
     for sid, seed, params, parent, policy in zip(plan.sample_ids, plan.seeds, plan.params, plan.parent_ids,
                                                  plan.policies):
@@ -110,16 +139,20 @@ def _writer_store(run_uri: str) -> Any:
     return _WRITER_STORES[run_uri]
 
 
-def write_plan(run_uri: str, generator_name: str, plan: BatchPlan) -> int:
-    """Render a batch and commit it to the store at ``run_uri``; returns the batch number.
+def write_plan(run_uri: str, generator_name: str, plan: BatchPlan, options: Mapping[str, Any] | None = None,
+               space: ParamSpace | None = None) -> int:
+    """Render a batch (:func:`render_plan`) and commit it to the store at ``run_uri``; returns the batch number.
 
     A batch already committed with this plan's samples (an earlier attempt) is left as it is;
-    one committed with other samples is an error naming both writers.
+    one committed with other samples is an error naming both writers; a generator whose data
+    changed since the run began is an error too (:func:`check_generator_build`).
     """
     store = _writer_store(run_uri)
     if store.has_batch_of(plan.batch, plan.sample_ids):
         return plan.batch
-    rows, images, masks = render_plan(generator_name, plan)
+    generator = run_generator(generator_name, options, space)
+    check_generator_build(store, generator)
+    rows, images, masks = render_plan(generator_name, plan, generator=generator)
     store.write_batch(plan.batch, rows, images, masks)
     return plan.batch
 
@@ -131,25 +164,30 @@ def run_plans(
     *,
     workers: int = 1,
     on_done: Callable[[BatchPlan], None] | None = None,
+    options: Mapping[str, Any] | None = None,
+    space: ParamSpace | None = None,
 ) -> None:
     """Render and commit every plan, inline (``workers == 1``) or on Ray with ``workers`` tasks in flight.
 
+    ``options`` and ``space``: the run's generator options and own space (:func:`run_generator`).
     On Ray each batch is a task retried by Ray when its worker dies; batches stream into
     the store as they finish.
     """
     plans = list(plans)
+    options = dict(options) if options else None
     if workers <= 1:
         for plan in plans:
-            write_plan(run_uri, generator_name, plan)
+            write_plan(run_uri, generator_name, plan, options, space)
             if on_done:
                 on_done(plan)
         return
-    for plan in _ray_stream(run_uri, generator_name, plans, workers):
+    for plan in _ray_stream(run_uri, generator_name, plans, workers, options, space):
         if on_done:
             on_done(plan)
 
 
-def _ray_stream(run_uri: str, generator_name: str, plans: list[BatchPlan], workers: int) -> Iterator[BatchPlan]:
+def _ray_stream(run_uri: str, generator_name: str, plans: list[BatchPlan], workers: int,
+                options: dict[str, Any] | None, space: ParamSpace | None) -> Iterator[BatchPlan]:
     import ray
 
     remote = ray.remote(num_cpus=1, max_retries=3)(write_plan)
@@ -158,7 +196,7 @@ def _ray_stream(run_uri: str, generator_name: str, plans: list[BatchPlan], worke
     while queue or pending:
         while queue and len(pending) < workers:
             plan = queue.pop()
-            pending[remote.remote(run_uri, generator_name, plan)] = plan
+            pending[remote.remote(run_uri, generator_name, plan, options, space)] = plan
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             ray.get(ref)

@@ -9,10 +9,12 @@ from typing import Any, Callable, Iterator, Mapping
 
 import pyarrow.compute as pc
 
-from generators import get_generator
-from generators.space import ParamSpace, check_subspace, complete_space
+from generators import Generator, get_generator
+from generators.registry import fit_space
+from generators.space import ParamSpace
 from loop.config.training import ConfigError, ModelConfig, Preset, TrainConfig, get_preset
 from loop.run.driver import TEST_SPLIT, CycleDriver, TrainProgress
+from loop.run.generation import check_generator_build, run_generator
 from loop.run.adding import check_cycle_run
 from loop.run.journal import Journal
 from loop.run.names import CHECKPOINTS, JOURNAL, checkpoint_cycles
@@ -40,25 +42,32 @@ def check_real_folders(groups: RealGroups) -> None:
             raise RunError(f"real group {name!r}: {err}") from None
 
 
+def config_generator(config: RunConfig) -> Generator:
+    """The generator of run config ``config``: its name built with ``run.generator_options`` and
+    able to render ``run.space`` (:func:`loop.run.generation.run_generator`)."""
+    return run_generator(config.generator, config.generator_options, config.space)
+
+
 def run_space(config: RunConfig) -> ParamSpace:
-    """The parameter space a run samples from: its own (``run.space``, completed with the
-    generator's defaults for dimensions it lacks) or its generator's."""
-    generator = get_generator(config.generator)
+    """The parameter space a run samples from: its own (``run.space``, completed the generator's
+    way: :func:`generators.registry.fit_space`) or its generator's (with its options: the crack
+    generator's ``texture`` lists its exemplars)."""
+    generator = get_generator(config.generator, config.generator_options)
     if config.space is None:
         return generator.space
-    return complete_space(config.space, generator.space, getattr(generator, "defaults", {}))
+    return fit_space(generator, config.space, f"run.space (for the {config.generator} generator)")[1]
 
 
 def check_run_config(config: RunConfig, *, real_folders: bool = True) -> None:
-    """Fail early, before anything is written, on an unknown generator, policy or preset, a space
-    outside the generator's, a policy that names dimensions the space lacks, or (with ``real_folders``) a missing or
-    badly laid out real folder."""
+    """Fail early, before anything is written, on an unknown generator, policy or preset, generator
+    options it does not take or cannot use (a missing exemplar folder), a space that does not fit
+    the generator (its ``check_space`` hook: inside the grain generator's space, inside the crack
+    generator's limits with textures among its exemplars), a policy that names dimensions the space
+    lacks, or (with ``real_folders``) a missing or badly laid out real folder."""
     from policies import PolicyError
 
-    generator = get_generator(config.generator)
+    generator = config_generator(config)
     space = run_space(config)
-    if config.space is not None:
-        check_subspace(space, generator.space, source=f"run.space (for the {generator.name} generator)")
     for field in ("policy", "initial_policy"):
         spec = getattr(config, field)
         policy = get_policy(spec)
@@ -105,7 +114,7 @@ def start_run(run: str, config: RunConfig, *, address: str | None = None,
     if config.space is not None:  # frozen complete: a space file may predate the generator's newer dimensions
         config = dataclasses.replace(config, space=run_space(config))
     preset = resolved_preset(config, overrides)
-    generator = get_generator(config.generator)
+    generator = config_generator(config)  # its version names custom exemplars (their digest)
     if RunStore.exists(run):
         raise RunError(f"run {run} already exists; use `loop resume {run}` to go on with it")
     store = RunStore.create(run, generator_name=generator.name, generator_version=generator.version,
@@ -126,6 +135,7 @@ def resume_run(run: str, cycles: int | None = None, *, address: str | None = Non
     check_cycle_run(store, run)
     journal = Journal(store.path(JOURNAL))
     config = run_config_from(store.config["run"])
+    check_generator_build(store, config_generator(config))  # e.g. an exemplar folder changed since the start
     _check_journal_matches_data(store, journal)
     target = _target_cycles(journal, config)
     done = _cycles_done(journal)

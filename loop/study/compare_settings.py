@@ -18,7 +18,7 @@ import tomli_w
 
 from loop.config.fields import ConfigError
 from loop.config.training import INPUT_NORMS
-from loop.config.run import DATA_PRESETS, FINETUNE_DATA, RealGroups, RunConfig, real_groups
+from loop.config.run import DATA_PRESETS, FINETUNE_DATA, RealGroups, RunConfig, checked_generator_options, real_groups
 from loop.errors import InputError
 from stores.location import Location
 
@@ -105,7 +105,9 @@ class CompareConfig:
     ``to_dict`` form, e.g. from ``loop fit-grains``), frozen in compare.toml itself (not as a
     path to a file that could change); ``None`` = the generator's. ``freeze_random_encoder``
     and ``input_norm``: as in :class:`loop.config.training.TrainConfig` and
-    :class:`~loop.config.training.ModelConfig` (``None``: the preset's).
+    :class:`~loop.config.training.ModelConfig` (``None``: the preset's). ``generator_options``:
+    as ``run.generator_options`` (e.g. ``{"exemplars": DIR}`` from ``--exemplars``, the path
+    made absolute), given to every run.
     """
 
     policies: tuple[str, ...]
@@ -127,6 +129,7 @@ class CompareConfig:
     space: Any = None
     freeze_random_encoder: bool | None = None
     input_norm: str | None = None
+    generator_options: Any = None
 
     def __post_init__(self) -> None:
         from policies import get_policy
@@ -167,6 +170,11 @@ class CompareConfig:
             object.__setattr__(self, "space", RunConfig(space=self.space).space)
         except ConfigError as err:
             raise CompareError(str(err).replace("run.space", "space", 1)) from None
+        try:
+            object.__setattr__(self, "generator_options", checked_generator_options(
+                self.generator, self.generator_options, "generator_options"))
+        except ConfigError as err:
+            raise CompareError(str(err)) from None
         if self.freeze_random_encoder is not None and not isinstance(self.freeze_random_encoder, bool):
             raise CompareError(f"freeze_random_encoder: expected true or false, got {self.freeze_random_encoder!r}")
         if self.input_norm is not None and self.input_norm not in INPUT_NORMS:
@@ -230,6 +238,7 @@ class CompareConfig:
             policy=policy or self.initial_policy, cycles=self.cycles if policy else 0, seed=seed,
             n_train=self.n_train, n_val=self.n_val, n_per_cycle=self.n_per_cycle, size=self.size,
             n_test=self.n_test, real=self.real, finetune_on=self.finetune_on, space=self.space,
+            generator_options=self.generator_options,
         )
         check_run_config(config, real_folders=False)  # compare() checks them; a report needs none
         return config
