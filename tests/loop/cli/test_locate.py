@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -90,10 +88,10 @@ def test_locate_trains_once_writes_the_plot_and_json(smoke_run, real_folder, tmp
 
 
 def _error_line(args: list[str]) -> str:
-    proc = subprocess.run([sys.executable, "-m", "loop.cli", *args], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("loop: error: "), proc.stderr
+    # In process (the CLI's error boundary is the same); a subprocess per case re-imports torch.
+    result = invoke(*args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("loop: error: "), result.output
     return lines[0]
 
 
