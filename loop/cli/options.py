@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
+import click
+
 import generators
 
 
@@ -32,3 +36,21 @@ def space_from_file(path: str | None):
     from generators.space import load_space_file
 
     return load_space_file(path)
+
+
+def data_and_model_options(command: Callable) -> Callable:
+    """The options ``loop start`` and ``loop compare`` share beyond sizes: ``--space``,
+    ``--exemplars``, ``--freeze-random-encoder/--train-random-encoder`` and ``--input-norm``
+    (as the keyword arguments ``space_file``, ``exemplars``, ``freeze_random_encoder``, ``input_norm``)."""
+    from loop.config.training import INPUT_NORMS
+
+    for option in reversed([
+        click.option("--space", "space_file", default=None, metavar="FILE", help=SPACE_HELP),
+        click.option("--exemplars", default=None, metavar="DIR", help=EXEMPLARS_HELP),
+        click.option("--freeze-random-encoder/--train-random-encoder", "freeze_random_encoder", default=None,
+                     help="Whether the preset's head-only stages freeze an encoder that starts random (no "
+                          "ImageNet weights); default: the preset's (frozen)."),
+        click.option("--input-norm", type=click.Choice(INPUT_NORMS), default=None, help=INPUT_NORM_HELP),
+    ]):
+        command = option(command)
+    return command

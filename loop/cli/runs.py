@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-from loop.cli.options import (EXEMPLARS_HELP, INPUT_NORM_HELP, SPACE_HELP, exemplars_option, generator_choice_help,
-                              space_from_file)
-from loop.config.training import INPUT_NORMS
+from loop.cli.options import data_and_model_options, exemplars_option, generator_choice_help, space_from_file
 from loop.cli.output import echo_json, fmt, say
 from loop.cli.progress import TrainProgressView, format_duration
 
@@ -32,12 +30,7 @@ from loop.cli.progress import TrainProgressView, format_duration
               help="Held-out synthetic test samples, never shown to a policy (preset default; 0 = none).")
 @click.option("--n-per-cycle", type=click.IntRange(min=1), default=None, help="New samples per cycle (preset default).")
 @click.option("--size", type=int, default=None, help="Image side in px (preset default).")
-@click.option("--space", "space_file", default=None, metavar="FILE", help=SPACE_HELP)
-@click.option("--exemplars", default=None, metavar="DIR", help=EXEMPLARS_HELP)
-@click.option("--freeze-random-encoder/--train-random-encoder", "freeze_random_encoder", default=None,
-              help="Whether the preset's head-only stages freeze an encoder that starts random (no ImageNet "
-                   "weights); default: the preset's (frozen).")
-@click.option("--input-norm", type=click.Choice(INPUT_NORMS), default=None, help=INPUT_NORM_HELP)
+@data_and_model_options
 def start(run: str | None, policy: str, preset: str, cycles: int | None, generator_name: str, seed: int,
           address: str | None, workers: int | None, real: tuple[str, ...], encoder_weights: str | None,
           finetune_on: str | None, n_train: int | None, n_val: int | None, n_test: int | None,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from loop.cli.errors import Group
-from loop.cli.options import EXEMPLARS_HELP, INPUT_NORM_HELP, SPACE_HELP, exemplars_option, space_from_file
-from loop.config.training import INPUT_NORMS
+from loop.cli.options import data_and_model_options, exemplars_option, space_from_file
 from loop.cli.output import echo_json, say
 
 
@@ -35,12 +34,7 @@ from loop.cli.output import echo_json, say
               help="Held-out synthetic test samples, never shown to a policy (preset default; 0 = none).")
 @click.option("--n-per-cycle", type=int, default=None, help="New samples per cycle (preset default).")
 @click.option("--size", type=int, default=None, help="Image side in px (preset default).")
-@click.option("--space", "space_file", default=None, metavar="FILE", help=SPACE_HELP)
-@click.option("--exemplars", default=None, metavar="DIR", help=EXEMPLARS_HELP)
-@click.option("--freeze-random-encoder/--train-random-encoder", "freeze_random_encoder", default=None,
-              help="Whether the preset's head-only stages freeze an encoder that starts random (no ImageNet "
-                   "weights); default: the preset's (frozen).")
-@click.option("--input-norm", type=click.Choice(INPUT_NORMS), default=None, help=INPUT_NORM_HELP)
+@data_and_model_options
 @click.option("--parallel", type=int, default=None,
               help="Runs driven at once (default: from the cluster's GPUs; one at a time on CPUs).")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray).")

@@ -13,7 +13,6 @@ lock, or to ``out`` when given.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import posixpath
@@ -28,6 +27,7 @@ from loop.errors import InputError
 from loop.evaluate.real import SUFFIXES, load_grey_image
 from loop.run.lock import RunLock
 from loop.run.names import CHECKPOINTS, REPORTS, inverse_checkpoint_name, locate_report_name
+from loop.run.report_json import report_bytes
 from loop.train.inverse import (
     IDENTIFIABLE_R2, InverseConfig, InverseError, InverseResult, identifiable, load_inverse, save_inverse,
     target_dims, train_inverse,
@@ -186,7 +186,7 @@ def _full_unit(space: ParamSpace, dims: list[str], u: np.ndarray) -> np.ndarray:
 
 
 def _write_report(store: RunStore, cycle: int, report: dict[str, Any], png: bytes, out: str | None) -> str:
-    data = json.dumps(report, indent=2, default=_plain).encode()
+    data = report_bytes(report)
     if out is not None:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
@@ -253,11 +253,3 @@ def _unit_to_value_plain(d: dict[str, Any], u: float) -> float:
     if d["kind"] == "integer":
         return min(max(d["low"] - 0.5 + u * (d["high"] - d["low"] + 1), d["low"]), d["high"])
     return d["low"] + u * (d["high"] - d["low"])
-
-
-def _plain(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    if callable(item):
-        return item()
-    tolist = getattr(value, "tolist", None)
-    return tolist() if callable(tolist) else str(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import tempfile
@@ -14,6 +13,7 @@ from loop.run.evaluator_actor import Evaluator
 from loop.run.journal import Journal
 from loop.run.lock import RunLock
 from loop.run.names import JOURNAL, REPORTS, checkpoint_cycles, checkpoint_uri, real_report_name
+from loop.run.report_json import report_bytes
 from stores import RunStore
 
 
@@ -54,13 +54,5 @@ def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int =
                 store.location.write_bytes(posixpath.join(folder, name), fh.read())
         result = {**result, "cycle": cycle}
         store.location.write_bytes(posixpath.join(folder, "scores.json"),
-                                   json.dumps(result, indent=2, default=_plain).encode())
+                                   report_bytes(result))
     return result, store.path(folder)
-
-
-def _plain(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    if callable(item):
-        return item()
-    tolist = getattr(value, "tolist", None)
-    return tolist() if callable(tolist) else str(value)
