@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,7 +32,10 @@ def _free_port(ip: str) -> int:
 
 
 def _ray_bin() -> str:
-    return str(Path(sys.executable).with_name("ray"))
+    """The ``ray`` CLI of this Python: beside the interpreter in a venv, else on PATH (a system
+    Python, e.g. in the container image, where pip puts scripts in /usr/local/bin)."""
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.exists() else (shutil.which("ray") or str(beside))
 
 
 @pytest.fixture

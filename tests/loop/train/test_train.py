@@ -109,7 +109,9 @@ def test_progress_events_per_epoch_and_the_weights_unchanged(grains):
         assert np.isfinite(e["loss"]) and e["images_per_s"] > 0 and e["elapsed_s"] > 0
         assert e["eta_s"] >= 0 and 0 < e["fraction"] <= 1
     assert [e["elapsed_s"] for e in epochs] == sorted(e["elapsed_s"] for e in epochs)
-    assert epochs[0]["eta_s"] > epochs[1]["eta_s"] > epochs[2]["eta_s"] == 0 and epochs[2]["fraction"] == 1
+    # ETAs come from measured speeds (they need not fall on a loaded machine); only the last is fixed.
+    assert [e["fraction"] for e in epochs] == sorted({e["fraction"] for e in epochs})
+    assert epochs[2]["eta_s"] == 0 and epochs[2]["fraction"] == 1
     # Mid-epoch events come before each epoch's own, never in its place.
     assert [(e["kind"], e["step"]) for e in everything[:2]] == [("batch", 1), ("epoch", 2)]
     assert [e for e in everything if e["kind"] == "epoch"] != [] and len(everything) == 6
