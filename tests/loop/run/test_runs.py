@@ -327,8 +327,11 @@ def reference_run(ray_local, tmp_path_factory) -> str:
     return run
 
 
-@pytest.mark.parametrize(("after_event", "cycle"), [("generated", 0), ("train_progress", 0), ("trained", 0),
-                                                    ("planned", 1)])
+# One kill point in the default run (mid-training, the costliest state to lose); the others are
+# `slow` (each is a whole smoke run plus a resume: about a minute on a loaded 2-core machine).
+@pytest.mark.parametrize(("after_event", "cycle"), [
+    pytest.param("generated", 0, marks=pytest.mark.slow), ("train_progress", 0),
+    pytest.param("trained", 0, marks=pytest.mark.slow), pytest.param("planned", 1, marks=pytest.mark.slow)])
 def test_kill_9_then_resume_gives_the_uninterrupted_run(reference_run, tmp_path, after_event, cycle) -> None:
     reference = reference_run
     killed = str(tmp_path / "killed")
