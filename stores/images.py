@@ -1,5 +1,9 @@
 """``images.zarr``: one Zarr v3 group per batch holding ``image`` (and ``mask``) arrays.
 
+Each batch group also holds ``sample_id`` (int64, one per row of the arrays) and attributes
+saying what the batch is (:mod:`stores.describe`), so the images name their samples; batches
+written before that have neither and are read all the same (the parameter table says it).
+
 Each array is ``(n, H, W)`` uint8 with chunks ``(1, H, W)`` (one sample = one chunk),
 compressed with zstd and followed by its crc32c (zarr's ``crc32c`` codec after the
 compressor), and stored as a single shard per batch: one object per array on an object
@@ -34,6 +38,8 @@ from stores.location import Location
 ZARR_DIR = "images.zarr"
 IMAGE = "image"
 MASK = "mask"
+SAMPLE_ID = "sample_id"
+DIMENSIONS = ("sample", "y", "x")
 # Level 1 compresses micrograph-like uint8 images as well as level 3 at about twice the speed.
 ZSTD_LEVEL = 1
 _EMPTY = np.uint64(2**64 - 1)  # shard-index entry of a chunk that was not written (all fill value)
@@ -76,22 +82,29 @@ class ImageArrays:
         self._lock = threading.Lock()
         self._zstd = numcodecs.Zstd(level=ZSTD_LEVEL)
 
-    def create(self) -> None:
-        """Create the empty root group (once, when the run is created)."""
-        zarr.open_group(self.location.zarr_store(ZARR_DIR), mode="w-", zarr_format=3)
+    def create(self, attributes: dict[str, Any] | None = None) -> None:
+        """Create the empty root group with ``attributes`` (once, when the run is created)."""
+        zarr.open_group(self.location.zarr_store(ZARR_DIR), mode="w-", zarr_format=3, attributes=attributes)
 
     def _group(self) -> zarr.Group:
         with self._lock:
             if self._root is None:
-                self._root = zarr.open_group(self.location.zarr_store(ZARR_DIR), mode="r+", zarr_format=3)
+                # Not through the consolidated metadata: it lists batches up to its last refresh only.
+                self._root = zarr.open_group(self.location.zarr_store(ZARR_DIR), mode="r+", zarr_format=3,
+                                             use_consolidated=False)
             return self._root
 
-    def write(self, batch: int, arrays: dict[str, np.ndarray]) -> None:
+    def write(self, batch: int, arrays: dict[str, np.ndarray], sample_ids: np.ndarray | None = None,
+              attributes: dict[str, Any] | None = None) -> None:
         """Write the arrays of ``batch`` (replacing any left there) and flush them to disk.
 
-        The caller holds the batch's claim, so nothing else writes this group meanwhile.
+        ``sample_ids`` (one per row) become the group's ``sample_id`` array and ``attributes``
+        its attributes. The caller holds the batch's claim, so nothing else writes this group
+        meanwhile.
         """
-        group = self._group().create_group(batch_group(batch), overwrite=True)
+        group = self._group().create_group(batch_group(batch), overwrite=True, attributes=attributes or {})
+        if sample_ids is not None:
+            write_sample_ids(group, sample_ids)
         for name, data in arrays.items():
             n, h, w = data.shape
             # zarr writes the metadata; the shard itself is encoded here (encode_shard), at
@@ -102,7 +115,7 @@ class ImageArrays:
                 # "c.0.0.0": one file beside zarr.json instead of three nested folders, each
                 # of which would need its own fsync.
                 chunk_key_encoding={"name": "default", "separator": "."},
-                dimension_names=("sample", "y", "x"), overwrite=True,
+                dimension_names=DIMENSIONS, overwrite=True,
             )
             if _own_layout(arr) is not True:
                 raise StoreError(f"{self.location.url(ZARR_DIR)}: zarr created {name!r} of batch {batch} "
@@ -120,6 +133,18 @@ class ImageArrays:
     def delete(self, batch: int) -> None:
         """Remove the group of ``batch`` and its arrays."""
         self.location.remove_tree(f"{ZARR_DIR}/{batch_group(batch)}")
+
+
+def write_sample_ids(group: zarr.Group, sample_ids: np.ndarray) -> None:
+    """Write ``sample_ids`` as the group's ``sample_id`` array (int64 along ``sample``, replacing one there).
+
+    Its fill value is -1, never a sample id: ids whose chunk was not written read as -1.
+    """
+    ids = np.ascontiguousarray(sample_ids, dtype=np.int64)
+    arr = group.create_array(SAMPLE_ID, shape=ids.shape, dtype="int64", chunks=ids.shape, fill_value=-1,
+                             chunk_key_encoding={"name": "default", "separator": "."},
+                             dimension_names=DIMENSIONS[:1], overwrite=True)
+    arr[...] = ids
 
 
 def encode_shard(data: np.ndarray, zstd: numcodecs.Zstd, checksum: bool = False) -> bytes:

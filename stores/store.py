@@ -3,7 +3,7 @@
 Layout below the run's root::
 
     run.toml              frozen config (generator, space, caller's config)
-    images.zarr/bNNNNNN/  image (and mask) arrays of batch NNNNNN
+    images.zarr/bNNNNNN/  image (and mask) arrays of batch NNNNNN, its sample ids and attributes
     params/bNNNNNN.parquet   parameter fragment of a committed batch
     metrics/NAME.parquet     metric fragments
 
@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 
 from generators.space import ParamSpace
 from stores.dataset import DatasetView
+from stores.describe import batch_attributes, consolidate, root_attributes
 from stores.errors import StoreError
 from stores.images import IMAGE, MASK, ZARR_DIR, ImageArrays, check_stack
 from stores.location import Location, process_start, writer_alive
@@ -125,7 +126,7 @@ class RunStore:
         info.to_toml()  # fails early on a config that TOML cannot hold, before anything is written
         for name in ("", PARAMS_DIR, METRICS_DIR):
             location.makedirs(name)
-        ImageArrays(location).create()
+        ImageArrays(location).create(root_attributes(info))
         write_runfile(location, info)
         return cls(location, info)
 
@@ -273,7 +274,8 @@ class RunStore:
             if self.has_batch(batch):  # committed by another writer between the check and the claim
                 raise self._already_committed(batch, table)
             wrote = True
-            self._images.write(batch, arrays)
+            self._images.write(batch, arrays, table["sample_id"].to_numpy(),
+                               batch_attributes(self._info, batch, table, images.shape, list(arrays)))
             self._check_still_owner(claim)
             try:
                 self._location.commit_bytes(f"{PARAMS_DIR}/{params_fragment_name(batch)}", data)
@@ -287,6 +289,18 @@ class RunStore:
                 self._give_up(claim, delete_arrays=wrote)
         with self._lock:
             self._fragments[batch] = table
+
+    def consolidate(self) -> list[int]:
+        """Refresh ``images.zarr``'s consolidated metadata; the run's owner calls it when a cycle ends.
+
+        Committed batches written before batch groups named their samples get their
+        ``sample_id`` array and attributes first (from the parameter table); returns those
+        batches. Only the run's owner calls it, holding the run lock, while no writer runs.
+        """
+        table, _ = self._params_with_rows()
+        with self._lock:
+            batches = {b: self._fragments[b] for b in np.unique(table["batch"].to_numpy()).tolist()}
+        return consolidate(self._location, self._info, batches)
 
     def has_batch_of(self, batch: int, sample_ids: Sequence[int]) -> bool:
         """Whether ``batch`` is committed holding exactly ``sample_ids`` (a writer's own earlier

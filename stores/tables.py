@@ -9,6 +9,7 @@ and claim files start with a dot.
 from __future__ import annotations
 
 import io
+import json
 import re
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence
@@ -305,10 +306,28 @@ def build_metrics_table(rows: Sequence[Mapping[str, Any]] | pa.Table, *, reserve
 # --- writing and reading fragments ------------------------------------------------------------
 
 def to_parquet_bytes(table: pa.Table) -> bytes:
-    """The Parquet file of ``table``, in memory."""
+    """The Parquet file of ``table``, in memory, with the pandas metadata of :func:`pandas_metadata`."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **pandas_metadata(table.schema)}),
+                   sink, compression="zstd")
     return sink.getvalue()
+
+
+def pandas_metadata(schema: pa.Schema) -> dict[bytes, bytes]:
+    """Schema metadata under which pandas reads a nullable integer column (``parent_id``,
+    ``label``) as a nullable integer (``Int64``), not as floats with NaN; empty when there is none.
+
+    pandas (through pyarrow) takes a column's dtype from the ``numpy_type`` of its entry in the
+    ``pandas`` metadata; columns without an entry convert as usual, so only these are listed.
+    """
+    columns = [{"name": f.name, "field_name": f.name, "pandas_type": str(f.type),
+                "numpy_type": f"{'Int' if pa.types.is_signed_integer(f.type) else 'UInt'}{f.type.bit_width}",
+                "metadata": None}
+               for f in schema if f.nullable and pa.types.is_integer(f.type)]
+    if not columns:
+        return {}
+    return {b"pandas": json.dumps({"index_columns": [], "column_indexes": [], "columns": columns,
+                                   "creator": {"library": "synthloop"}}).encode()}
 
 
 def read_fragment(location: Location, rel: str) -> pa.Table:

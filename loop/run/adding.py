@@ -102,6 +102,7 @@ def add_random_samples(run: str, generator_name: str, n: int, *, size: int, seed
             try:
                 _add(store, generator_name, n, size=size, seed=seed, split=split, batch_size=batch_size,
                      workers=workers, address=address, on_done=on_done)
+                store.consolidate()  # images.zarr's consolidated metadata lists the new batches
             except BaseException:
                 if created and not store.committed_batches():
                     _remove_new_run(location)

@@ -118,6 +118,7 @@ class CycleDriver:
                 self._evaluate(cycle, TEST_SPLIT)
             if self.config.real:
                 self._evaluate_real(cycle)
+            self.store.consolidate()  # images.zarr's consolidated metadata lists this cycle's batches
             self.journal.append("cycle_done", cycle=cycle, wall_s=time.time() - started)
 
     # --- steps ------------------------------------------------------------------------------

@@ -112,6 +112,7 @@ def fork_run(base: str, dest: str, *, policy: str, cycles: int, say: Callable[[s
                            generator_version=source.generator_version, task=source.task,
                            space=source.space, config=config)
     n_samples = _copy_samples(source, fork)
+    fork.consolidate()
     _copy_metrics(source, fork)
     trained = [e for e in events if e["event"] == "trained" and e.get("cycle") == 0]
     _copy_checkpoint(source, fork, checkpoint_name(0), trained[-1].get("digest") if trained else None)
