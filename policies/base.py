@@ -27,7 +27,7 @@ See :mod:`policies.random` for the reference implementation.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -81,20 +81,28 @@ class PolicyView:
         evaluation.
     cycle
         The cycle the proposals are for (0 for the initial set).
+    anchors
+        Where the run's real validation images (``loop start --real-val DIR``) sit in the
+        space, as placed after the cycle before: one row per image, ``name``, its scores
+        (``miou``, ``error``, ``loss``; null without masks) and per located dimension
+        ``unit_<dim>`` (the estimate in unit-cube coordinates) and ``spread_<dim>`` (its
+        uncertainty); see :func:`policies.anchored.anchors_table`. No rows in a run without
+        real validation images.
     """
 
     space: ParamSpace
     params: pa.Table
     metrics: pa.Table
     cycle: int
+    anchors: pa.Table = field(default_factory=lambda: pa.table({}))
 
     def __post_init__(self) -> None:
         if not isinstance(self.space, ParamSpace):
             raise PolicyError(f"PolicyView.space: expected a ParamSpace, got {type(self.space).__name__}")
-        for field in ("params", "metrics"):
-            value = getattr(self, field)
+        for name in ("params", "metrics", "anchors"):
+            value = getattr(self, name)
             if not isinstance(value, pa.Table):
-                raise PolicyError(f"PolicyView.{field}: expected a pyarrow.Table, got {type(value).__name__}")
+                raise PolicyError(f"PolicyView.{name}: expected a pyarrow.Table, got {type(value).__name__}")
         if isinstance(self.cycle, bool) or not isinstance(self.cycle, (int, np.integer)) or self.cycle < 0:
             raise PolicyError(f"PolicyView.cycle: expected an integer >= 0, got {self.cycle!r}")
 
@@ -140,6 +148,11 @@ class Policy(abc.ABC):
         names dimensions the generator's space lacks (``paper`` on the crack generator) fails
         then, not after cycle 0's training. The default accepts every space.
         """
+
+    def uses_anchors(self) -> bool:
+        """Whether this policy proposes from :attr:`PolicyView.anchors` (a run must then have real
+        validation images: ``loop start --real-val DIR``). The default: no."""
+        return False
 
     def suggested_n(self, view: PolicyView) -> int | None:
         """How many proposals this policy would make by itself for ``view``, or ``None`` if any n suits.

@@ -85,6 +85,10 @@ class MixPolicy(Policy):
         """How many of ``n`` proposals each sub-policy makes."""
         return dict(zip(self.weights, largest_remainder(list(self.weights.values()), n)))
 
+    def uses_anchors(self) -> bool:
+        """Whether some part proposes from the view's anchors."""
+        return any(part.uses_anchors() for part in self.parts.values())
+
     def check_space(self, space: ParamSpace) -> None:
         """Every part must fit ``space``."""
         for part in self.parts.values():

@@ -18,7 +18,8 @@ checks without a pytest session.
 
 The checks propose from two views, the ``contract_view`` and ``contract_empty_view``
 fixtures: by default :func:`scored_view` (45 rows, 40 of them scored validation samples)
-and :func:`empty_view` (no rows, no metrics), both over :func:`example_space`, which has one
+(with the real-image anchors of :func:`example_anchors`) and :func:`empty_view` (no rows, no
+metrics, no anchors), both over :func:`example_space`, which has one
 dimension of each kind — or, for a policy that names dimensions of a generator's space (the
 alias ``paper`` varies the grains generator's ``grain_contrast`` and ``boundary_thickness``),
 over the space of the first registered generator it fits (:func:`space_for`). A test module
@@ -40,11 +41,13 @@ import pytest
 from generators.registry import available as available_generators, get_generator
 from generators.space import Choice, Continuous, Integer, LogRange, ParamSpace
 from generators.testing import contract_checks, run_contract
+from policies.anchored import anchors_table
 from policies.base import Policy, PolicyError, PolicyView, Proposal
 from policies.registry import available_policies, get_policy, parse_spec
 
 __all__ = [
-    "PolicyContract", "check_proposals", "contract_checks", "empty_view", "example_space", "example_spec",
+    "PolicyContract", "check_proposals", "contract_checks", "empty_view", "example_anchors", "example_space",
+    "example_spec",
     "params_table", "registered_specs", "run_contract", "scored_view", "space_for", "without_metrics",
 ]
 
@@ -122,8 +125,21 @@ def params_table(space: ParamSpace, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+def example_anchors(space: ParamSpace | None = None) -> pa.Table:
+    """Three real-image anchors (:func:`policies.anchored.anchors_table`) over ``space``'s range
+    dimensions: near the low corner, the middle and the high corner in unit-cube coordinates,
+    with spreads 0.01, 0.1, 0.2 and mIoU 0.2, 0.5, 0.8."""
+    space = space or example_space()
+    dims = [d.name for d in space if hasattr(d, "low") and d.high != d.low]
+    unit = np.array([[0.1], [0.5], [0.9]]).repeat(len(dims), axis=1)
+    spread = np.array([[0.01], [0.1], [0.2]]).repeat(len(dims), axis=1)
+    return anchors_table(["a.png", "b.png", "c.png"], dims, unit, spread,
+                         {"miou": [0.2, 0.5, 0.8], "error": [0.08, 0.05, 0.02]})
+
+
 def scored_view(space: ParamSpace | None = None, cycle: int = 1) -> PolicyView:
-    """40 validation rows scored ``iou = sample_id / 100`` (and ``error = 1 - iou``), plus 5 train rows.
+    """40 validation rows scored ``iou = sample_id / 100`` (and ``error = 1 - iou``), plus 5 train rows,
+    and the three real-image anchors of :func:`example_anchors`.
 
     The rows are drawn from ``space`` (default :func:`example_space`) with a seeded numpy
     Generator; they come from cycle 0 and policy ``random``.
@@ -134,7 +150,7 @@ def scored_view(space: ParamSpace | None = None, cycle: int = 1) -> PolicyView:
              "parent_id": None, "seed": i, **p} for i, p in enumerate(points)]
     metrics = pa.table({"sample_id": list(range(45)), "iou": [i / 100 for i in range(45)],
                         "error": [1 - i / 100 for i in range(45)]})
-    return PolicyView(space, params_table(space, rows), metrics, cycle)
+    return PolicyView(space, params_table(space, rows), metrics, cycle, anchors=example_anchors(space))
 
 
 def empty_view(space: ParamSpace | None = None, cycle: int = 1) -> PolicyView:

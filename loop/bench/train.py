@@ -171,7 +171,7 @@ def bench_train(
     }
     if schedule:
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = str(Path(tmp) / "bench.pt")
+            ckpt = str(Path(tmp) / "bench.safetensors")
             save_checkpoint(ckpt, model.state_dict(), {"model": p.model.to_dict()})
             t0 = time.perf_counter()
             full_cfg = p.train if num_workers is None else dataclasses.replace(p.train, num_workers=num_workers)

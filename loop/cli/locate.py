@@ -13,24 +13,32 @@ from loop.cli.output import echo_json
               help="Folder of real images (PNG/TIF, grey or colour, any size), or a real labelled folder (uses DIR/images).")
 @click.option("--out", default=None, help="Folder for locate.json and locate.png (default: RUN/reports/locate_cycle_NNN).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def locate(run: str, images_dir: str, out: str | None, as_json: bool) -> None:
+@click.option("--renders", type=click.IntRange(min=0), default=None,
+              help="Fresh samples of the run's space rendered to train the inverse model on, besides its stored "
+                   "train samples (default: 10 per stored sample, at most 3000; 0 = stored samples only). "
+                   "Used only when the model is trained.")
+def locate(run: str, images_dir: str, out: str | None, as_json: bool, renders: int | None) -> None:
     """Estimate the generator parameters of each real image, with the inverse model's uncertainty.
 
-    The inverse model (a small CNN ensemble: image -> parameters) is trained on RUN's train
-    samples and scored on its held-out test samples (else val) the first time, and saved as
-    RUN/checkpoints/inverse_cycle_NNN.pt (NNN: the run's latest cycle) under the run lock.
-    Images are read at native resolution (lengths are the training render's pixels) and
-    averaged over tiles of the model's input size; an image smaller than that is refused.
+    The inverse model (an ensemble of small MLPs on physically motivated image statistics:
+    grey levels, variograms, noise, power spectrum, top-hats, orientation, ...) is trained on
+    RUN's train samples plus fresh renders of RUN's own space (--renders), scored on its
+    held-out test samples (else val) the first time, and saved as
+    RUN/checkpoints/inverse_cycle_NNN.pt (NNN: the run's latest cycle) under the run lock; an
+    existing checkpoint is loaded (delete it to retrain). Images are read at native resolution
+    (lengths are the training render's pixels) and described by the mean over tiles of the
+    model's input size; an image smaller than that is refused.
     Per dimension: estimate ± ensemble spread in the space's units, the held-out R² (a
     dimension is identifiable from an image at R² >= 0.5), and a flag when the estimates pile
     at an end of the range (the real images may lie outside the run's space there).
     """
     from loop.run.locate import EDGE, locate as run_locate
+    from loop.train.inverse import InverseConfig
 
     def say(line: str) -> None:
         click.echo(line, err=as_json)
 
-    report = run_locate(run, images_dir, out=out, say=say)
+    report = run_locate(run, images_dir, out=out, cfg=InverseConfig(renders=renders), say=say)
     if as_json:
         echo_json(report)
         return

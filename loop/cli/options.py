@@ -24,6 +24,12 @@ EXEMPLARS_HELP = ("Folder of texture images the crack generator quilts its backg
                   "options are their names) instead of scikit-image's; frozen into the run.")
 
 
+REAL_VAL_HELP = ("A few real images the run places in its parameter space after every cycle (the inverse model) "
+                 "and, with masks, scores the model on: DIR/images + DIR/masks, or a folder of images only. The "
+                 "anchored policy samples around them. Never the --real test images; frozen into the run (path and "
+                 "digest: a resume refuses a changed folder).")
+
+
 def exemplars_option(folder: str | None) -> dict[str, str] | None:
     """``--exemplars DIR`` as generator options (``None`` without it)."""
     return {"exemplars": folder} if folder is not None else None
@@ -40,8 +46,9 @@ def space_from_file(path: str | None):
 
 def data_and_model_options(command: Callable) -> Callable:
     """The options ``loop start`` and ``loop compare`` share beyond sizes: ``--space``,
-    ``--exemplars``, ``--freeze-random-encoder/--train-random-encoder`` and ``--input-norm``
-    (as the keyword arguments ``space_file``, ``exemplars``, ``freeze_random_encoder``, ``input_norm``)."""
+    ``--exemplars``, ``--freeze-random-encoder/--train-random-encoder``, ``--input-norm`` and
+    ``--real-val`` (as the keyword arguments ``space_file``, ``exemplars``, ``freeze_random_encoder``,
+    ``input_norm``, ``real_val``)."""
     from loop.config.training import INPUT_NORMS
 
     for option in reversed([
@@ -51,6 +58,7 @@ def data_and_model_options(command: Callable) -> Callable:
                      help="Whether the preset's head-only stages freeze an encoder that starts random (no "
                           "ImageNet weights); default: the preset's (frozen)."),
         click.option("--input-norm", type=click.Choice(INPUT_NORMS), default=None, help=INPUT_NORM_HELP),
+        click.option("--real-val", "real_val", default=None, metavar="DIR", help=REAL_VAL_HELP),
     ]):
         command = option(command)
     return command

@@ -35,7 +35,7 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
           address: str | None, workers: int | None, real: tuple[str, ...], encoder_weights: str | None,
           finetune_on: str | None, n_train: int | None, n_val: int | None, n_test: int | None,
           n_per_cycle: int | None, size: int | None, space_file: str | None, exemplars: str | None,
-          freeze_random_encoder: bool | None, input_norm: str | None) -> None:
+          freeze_random_encoder: bool | None, input_norm: str | None, real_val: str | None) -> None:
     """Start a run: cycle 0 (initial data, training, evaluation), then the adaptive cycles."""
     import time
 
@@ -45,7 +45,8 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
     config = RunConfig.for_preset(preset, generator=generator_name, policy=policy, cycles=cycles, seed=seed,
                                   workers=workers, real=real or None, finetune_on=finetune_on, n_train=n_train,
                                   n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle, size=size,
-                                  space=space_from_file(space_file), generator_options=exemplars_option(exemplars))
+                                  space=space_from_file(space_file), generator_options=exemplars_option(exemplars),
+                                  real_val=real_val)
     run = run or f"runs/{policy.split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
     with TrainProgressView(say=say) as view:

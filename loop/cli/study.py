@@ -44,8 +44,9 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
                 generator_name: str | None, real: tuple[str, ...], primary: str | None, reference: str | None,
                 encoder_weights: str | None, finetune_on: str | None, n_train: int | None, n_val: int | None,
                 n_test: int | None, n_per_cycle: int | None, size: int | None, space_file: str | None,
-                exemplars: str | None, freeze_random_encoder: bool | None, input_norm: str | None, parallel: int | None,
-                address: str | None, report_only: bool, as_json: bool) -> None:
+                exemplars: str | None, freeze_random_encoder: bool | None, input_norm: str | None,
+                real_val: str | None, parallel: int | None, address: str | None, report_only: bool,
+                as_json: bool) -> None:
     """Compare sampling policies over seeds 1..N from a shared cycle 0: statistics, t-tests, plots in OUT.
 
     Resumes: finished runs are kept, half-finished ones resumed. Settings are frozen in
@@ -62,7 +63,7 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
                  real=real or None, primary=primary, reference=reference, encoder_weights=encoder_weights,
                  finetune_on=finetune_on, n_train=n_train, n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle,
                  size=size, space=space_from_file(space_file), generator_options=exemplars_option(exemplars),
-                 freeze_random_encoder=freeze_random_encoder, input_norm=input_norm)
+                 freeze_random_encoder=freeze_random_encoder, input_norm=input_norm, real_val=real_val)
     if report_only:
         named = [k for k, v in given.items() if v is not None]
         if named:

@@ -33,6 +33,7 @@ RealGroups = tuple[tuple[str, str], ...]
 """Named folders of real labelled images: ``(("iron", "/data/iron"), ("tbm", "/data/tbm"))``."""
 
 _GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_DIGEST = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def _real_group(item: Any, where: str) -> tuple[str, str]:
@@ -117,6 +118,12 @@ class RunConfig(DictFields):
     :func:`generators.registry.generator_options`); ``None`` (or empty) = its defaults. An
     option the generator does not take is a :class:`ConfigError`; path options become absolute.
     Frozen here, so every process that renders for the run builds the same generator.
+
+    ``real_val``: a folder of a few real images (``DIR/images`` + ``DIR/masks``, or images
+    only) located in the space and, with masks, scored after every cycle: the anchors of the
+    ``anchored`` policy (:mod:`loop.run.anchors`); never one of the ``real`` test folders.
+    Frozen as an absolute path with ``real_val_digest``, the SHA-256 of its files, set by
+    ``loop start`` (:func:`loop.run.anchors.real_val_digest`), so a resume refuses a changed folder.
     """
 
     generator: str = "grains"
@@ -136,6 +143,8 @@ class RunConfig(DictFields):
     real: RealGroups = ()
     space: ParamSpace | None = None
     generator_options: dict[str, str] | None = None
+    real_val: str | None = None
+    real_val_digest: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("generator", "policy", "initial_policy", "preset"):
@@ -156,6 +165,10 @@ class RunConfig(DictFields):
             raise fail("run.finetune_on", self.finetune_on, f"one of {FINETUNE_DATA}")
         set_field(self, "space", _space(self.space))
         set_field(self, "generator_options", checked_generator_options(self.generator, self.generator_options))
+        set_field(self, "real_val", checked_real_val(self.real_val))
+        if self.real_val_digest is not None and not (isinstance(self.real_val_digest, str)
+                                                     and _DIGEST.match(self.real_val_digest)):
+            raise fail("run.real_val_digest", self.real_val_digest, "a SHA-256 in hex (64 characters)")
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> "RunConfig":
@@ -219,6 +232,17 @@ def checked_generator_options(generator: str, value: Any, where: str = "run.gene
             item = os.path.abspath(item)
         out[str(name)] = item
     return out
+
+
+def checked_real_val(value: Any, where: str = "run.real_val") -> str | None:
+    """``value`` as a real validation folder: ``None`` (or ``""``) for none, else a non-empty
+    string, a local path made absolute. Whether it exists is checked where it is used."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise fail(where, value, "a folder of real images")
+    value = value.strip()
+    return value if "://" in value else os.path.abspath(value)
 
 
 def run_config_from(data: Mapping[str, Any]) -> RunConfig:

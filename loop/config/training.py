@@ -26,8 +26,15 @@ from generators.base import TASKS
 from loop.config.fields import ConfigError, DictFields, check_bool, check_float, check_int, fail, set_field
 
 ARCHS = {"segmentation": ("unet",), "classification": ("classifier",)}
-# ResNets only: the ImageNet loader adapts the first conv by its torchvision key name.
-ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+# smp encoders (not its deprecated ``timm-`` ones); a local ImageNet weights file is adapted to
+# the input channels by smp itself (loop.train.model.load_encoder_weights).
+ENCODERS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "se_resnet50", "se_resnext50_32x4d",
+    "densenet121", "densenet169", "densenet201",
+    *(f"efficientnet-b{i}" for i in range(8)),
+    "mobilenet_v2", *(f"mobileone_s{i}" for i in range(5)),
+)
 INPUT_NORMS = ("fixed", "per_image")
 """How a model normalises its [0, 1] input: with fixed (ImageNet) statistics, or each image by its own."""
 MAX_SIZE = 4096
@@ -153,6 +160,11 @@ class TrainConfig(DictFields):
     ignored on the CPU. ``freeze_random_encoder``: whether a stage's ``freeze_encoder`` also
     freezes an encoder that starts random (no ImageNet weights, no checkpoint to fine-tune);
     a frozen random encoder leaves the decoder to learn from random features.
+    ``stage_checkpoint_every_min``: when training writes stage checkpoints (a run's driver asks
+    for them, see :mod:`loop.train.stage_checkpoints`), one at each stage end and, within a
+    stage, one at the first step or epoch end this many minutes after the last (0: at stage
+    ends only); a killed training resumes from the latest with the same result. It does not
+    change what is trained.
     """
 
     stages: tuple[Stage, ...] = ()
@@ -170,6 +182,7 @@ class TrainConfig(DictFields):
     deterministic: bool = False
     amp: bool = True
     freeze_random_encoder: bool = True
+    stage_checkpoint_every_min: float = 10.0
 
     _nested = {"stages": _stages, "augment": _augment}
     _where = "train"
@@ -196,6 +209,8 @@ class TrainConfig(DictFields):
         check_bool("train.deterministic", self.deterministic)
         check_bool("train.amp", self.amp)
         check_bool("train.freeze_random_encoder", self.freeze_random_encoder)
+        set_field(self, "stage_checkpoint_every_min",
+                  check_float("train.stage_checkpoint_every_min", self.stage_checkpoint_every_min, 0.0, 1e6))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@ set (``n_test`` samples of the initial distribution, an rng stream of their own)
 from scratch and scores the validation and test sets. Cycle k asks the policy for new
 samples (from the parameter table and the validation metrics of cycle k-1, never a test
 row or score: :func:`policy_view`), renders them, fine-tunes cycle k-1's model and scores
-both sets again, and each named folder of real images. Every step first looks in the
+both sets again, and each named folder of real images. A run with real validation images
+(``--real-val``) then places them in the space and scores them (:mod:`loop.run.anchors`):
+after cycle 0, and after every cycle but the last when its policy proposes from them
+(``anchored``); the next cycle's policy sees them as :attr:`policies.PolicyView.anchors`. Every step first looks in the
 journal: a step that finished is skipped, a step that did not is redone from what it fixed
 before dispatch (the batch plans are journaled before any batch is rendered), so a run
 killed anywhere and resumed ends with the same data.
@@ -14,6 +17,11 @@ While a model trains, the trainer's progress events (:func:`loop.train.fit.train
 caller's ``train_progress`` sink as they come and to the journal as ``train_progress`` events
 (every epoch end, mid-epoch ones at most every :data:`JOURNAL_PROGRESS_S`). Those are a record
 for ``loop status``; nothing that resumes a run looks at them.
+
+A cycle's training keeps a stage checkpoint (``RUN/checkpoints/cycle_NNN.stage.safetensors``,
+:mod:`loop.train.stage_checkpoints`) at each stage end and every few minutes; a driver that
+redoes an unfinished training (``loop resume``) has the trainer resume from it, to the same
+weights. It is removed once the cycle's ``trained`` event is journaled.
 """
 
 from __future__ import annotations
@@ -28,7 +36,14 @@ import pyarrow.compute as pc
 from loop.config.training import Preset
 from loop.run.generation import BatchPlan, next_ids, plan_batches, run_generator, run_plans
 from loop.run.journal import Journal
-from loop.run.names import checkpoint_name, checkpoint_uri, test_metrics_name, val_metrics_name
+from loop.run.names import (
+    checkpoint_name,
+    checkpoint_uri,
+    found_checkpoint_uri,
+    stage_checkpoint_uri,
+    test_metrics_name,
+    val_metrics_name,
+)
 from loop.config.run import RunConfig
 from policies import PolicyView, Proposal, get_policy
 
@@ -66,9 +81,11 @@ def _plan_from_json(data: dict[str, Any]) -> BatchPlan:
     return BatchPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def policy_view(store: Any, cycle: int) -> PolicyView:
+def policy_view(store: Any, cycle: int, anchors: Any = None) -> PolicyView:
     """What a policy sees when proposing cycle ``cycle``: the samples of earlier cycles and
-    the validation scores of the cycle before; never a held-out test sample or its score."""
+    the validation scores of the cycle before; never a held-out test sample or its score.
+    ``anchors``: the real validation images as placed after the cycle before (a table, see
+    :func:`loop.run.anchors.anchors_view_table`; ``None``: none)."""
     params = store.params()
     metrics = store.metrics()
     test_ids = params.filter(pc.equal(params["split"], TEST_SPLIT))["sample_id"]
@@ -77,7 +94,8 @@ def policy_view(store: Any, cycle: int) -> PolicyView:
         if len(test_ids):
             metrics = metrics.filter(pc.invert(pc.is_in(metrics["sample_id"], value_set=test_ids.combine_chunks())))
     visible = pc.and_(pc.less(params["cycle"], cycle), pc.not_equal(params["split"], TEST_SPLIT))
-    return PolicyView(space=store.space, params=params.filter(visible), metrics=metrics, cycle=cycle)
+    return PolicyView(space=store.space, params=params.filter(visible), metrics=metrics, cycle=cycle,
+                      **({} if anchors is None else {"anchors": anchors}))
 
 
 class CycleDriver:
@@ -118,6 +136,11 @@ class CycleDriver:
                 self._evaluate(cycle, TEST_SPLIT)
             if self.config.real:
                 self._evaluate_real(cycle)
+            if self.config.real_val and (cycle == 0 or (cycle < self.config.cycles
+                                                        and get_policy(self.config.policy).uses_anchors())):
+                # Not after the last cycle: placing the images trains an inverse model (minutes); a run
+                # given more cycles places them when its policy first asks (:meth:`_anchors`).
+                self._anchor(cycle)
             self.store.consolidate()  # images.zarr's consolidated metadata lists this cycle's batches
             self.journal.append("cycle_done", cycle=cycle, wall_s=time.time() - started)
 
@@ -157,7 +180,9 @@ class CycleDriver:
 
     def _propose(self, spec: str, cycle: int, n: int, stream: int) -> list[Proposal]:
         rng = np.random.default_rng([self.config.seed, cycle, stream])
-        return get_policy(spec).propose(policy_view(self.store, cycle), n, rng)
+        policy = get_policy(spec)
+        anchored = cycle > 0 and self.config.real_val and policy.uses_anchors()
+        return policy.propose(policy_view(self.store, cycle, self._anchors(cycle - 1) if anchored else None), n, rng)
 
     def _generate(self, cycle: int) -> None:
         if self.journal.find("generated", cycle=cycle):
@@ -183,7 +208,11 @@ class CycleDriver:
         self.journal.append("generated", cycle=cycle, samples=total, wall_s=time.time() - started)
 
     def _train(self, cycle: int) -> None:
+        from loop.train.stage_checkpoints import remove_stage_checkpoint
+
+        stage_checkpoint = stage_checkpoint_uri(self.store, cycle)
         if self.journal.find("trained", cycle=cycle):
+            remove_stage_checkpoint(stage_checkpoint)  # left by a driver killed right after journaling
             return
         started = time.time()
         select: dict[str, Any] = {"split": "train"}
@@ -195,6 +224,7 @@ class CycleDriver:
             [self.config.seed, cycle]).generate_state(1)[0]))
         self.say(f"  train: {'fine-tune from cycle ' + str(cycle - 1) if init else 'from scratch'} ({self.preset.name})")
         args = ({"run": self.store.uri, "select": select}, train_cfg.to_dict(), self.preset.model.to_dict(), init, out)
+        kwargs = {"stage_checkpoint": stage_checkpoint}
         journaled = -JOURNAL_PROGRESS_S
 
         def on_event(event: dict[str, Any]) -> None:
@@ -210,14 +240,19 @@ class CycleDriver:
         if self.remote:
             from loop.run.trainer_actor import follow_training
 
-            result = follow_training(self.trainer, args, on_event)
+            result = follow_training(self.trainer, args, on_event, kwargs=kwargs)
         else:  # in-process: the events come when training is over
-            result = self.trainer.train(*args)
+            result = self.trainer.train(*args, **kwargs)
             for event in self.trainer.progress():
                 on_event(event)
+        resumed = {"resumed_at": result["resumed_at"]} if result.get("resumed_at") else {}
+        if resumed:
+            stage, epoch, step = result["resumed_at"]
+            self.say(f"  train: resumed from its stage checkpoint (stage {stage}, epoch {epoch}, step {step})")
         self.journal.append("trained", cycle=cycle, checkpoint=checkpoint_name(cycle), digest=result["digest"],
                             loss=result["epoch_losses"][-1], images_per_s=result["images_per_s"],
-                            n_samples=result["n_samples"], wall_s=time.time() - started)
+                            n_samples=result["n_samples"], **resumed, wall_s=time.time() - started)
+        remove_stage_checkpoint(stage_checkpoint)
 
     def _has_test(self) -> bool:
         """Whether the run has a held-out test set: cycle 0 planned one (runs before it, and runs
@@ -233,10 +268,10 @@ class CycleDriver:
         started = time.time()
         name = val_metrics_name(cycle) if split == "val" else test_metrics_name(cycle)
         if name not in self.store.metric_fragment_names():
-            rows = self._call(self.evaluator.evaluate, self.store.uri,
-                              self._checked_checkpoint(cycle), {"split": split})
+            uri = self._checked_checkpoint(cycle)
+            rows = self._call(self.evaluator.evaluate, self.store.uri, uri, {"split": split})
             for row in rows:
-                row.update(cycle=cycle, checkpoint=checkpoint_name(cycle))
+                row.update(cycle=cycle, checkpoint=uri.rstrip("/").rpartition("/")[2])
             self.journal.check()
             self.store.append_metrics(rows, name=name)
         summary = self._summary(cycle, split)
@@ -269,12 +304,50 @@ class CycleDriver:
         self.journal.append("real_evaluated", cycle=cycle, summary=summary, groups=groups,
                             wall_s=time.time() - started)
 
+    def _anchor(self, cycle: int) -> None:
+        """Place the real validation images in the space and score them with cycle ``cycle``'s model
+        (:func:`loop.run.anchors.estimate_anchors`), once: a resume reads the written file."""
+        from loop.run.anchors import (
+            anchors_exist, anchors_path, anchors_summary, estimate_anchors, read_anchors, write_anchors,
+        )
+
+        if self.journal.find("anchored", cycle=cycle):
+            return
+        started = time.time()
+        if not anchors_exist(self.store, cycle):
+            checkpoint = self._checked_checkpoint(cycle)
+
+            def score(folder: str) -> list[dict[str, Any]]:
+                return self._call(self.evaluator.evaluate_real, checkpoint, folder)["images"]
+
+            self.say(f"  real-val: locating {self.config.real_val}")
+            data = estimate_anchors(self.store, cycle, self.config.real_val, score=score, say=self.say)
+            self.journal.check()
+            write_anchors(self.store, cycle, data)
+        data, digest = read_anchors(self.store, cycle)
+        summary = anchors_summary(data)
+        self.say("  real-val: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
+        self.journal.append("anchored", cycle=cycle, file=anchors_path(cycle), digest=digest, summary=summary,
+                            wall_s=time.time() - started)
+
+    def _anchors(self, cycle: int) -> Any:
+        """The anchors written after cycle ``cycle`` as the policy's table (placed now if that cycle
+        has none yet: a run given more cycles, whose last cycle was not anchored)."""
+        from loop.run.anchors import anchors_view_table, read_anchors
+
+        if not self.journal.find("anchored", cycle=cycle):
+            self._anchor(cycle)
+        event = self.journal.find("anchored", cycle=cycle)
+        return anchors_view_table(read_anchors(self.store, cycle, event["digest"])[0])
+
     def _checked_checkpoint(self, cycle: int) -> str:
-        """URI of cycle ``cycle``'s checkpoint, once its digest file holds the digest its ``trained``
-        event recorded (the loader then checks the bytes against the digest file)."""
+        """URI of cycle ``cycle``'s checkpoint (the file its ``trained`` event names: a run made
+        before safetensors has ``cycle_NNN.pt``), once its digest file holds the digest that event
+        recorded (the loader then checks the bytes against the digest file)."""
         from loop.train.checkpoints import check_recorded_digest
 
-        uri = checkpoint_uri(self.store, cycle)
+        trained = self.journal.find("trained", cycle=cycle) or {}
+        uri = found_checkpoint_uri(self.store, cycle, trained.get("checkpoint"))
         recorded = self.journal.recorded_digest(cycle)
         if recorded is not None:
             check_recorded_digest(uri, recorded, f"the journal's trained event of cycle {cycle}")

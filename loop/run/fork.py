@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from loop.run.journal import Journal
 from loop.run.driver import TEST_SPLIT
-from loop.run.names import CHECKPOINTS, JOURNAL, checkpoint_name, test_metrics_name, val_metrics_name
+from loop.run.names import CHECKPOINTS, JOURNAL, found_checkpoint_name, test_metrics_name, val_metrics_name
 from loop.config.run import run_config_from
 from policies import get_policy
 from loop.errors import InputError
@@ -36,7 +36,8 @@ from stores.location import Location
 
 STAGING_SUFFIX = ".forking"
 # Journal events of a cycle that the driver looks up to skip finished steps.
-CYCLE_EVENTS = ("planned", "generated", "trained", "evaluated", "test_evaluated", "real_evaluated", "cycle_done")
+CYCLE_EVENTS = ("planned", "generated", "trained", "evaluated", "test_evaluated", "real_evaluated", "anchored",
+                "cycle_done")
 # Columns a batch is written with (the store adds batch, generator, generator_version, created_at).
 KEY_COLUMNS = ("sample_id", "cycle", "split", "policy", "parent_id", "seed", "label")
 
@@ -115,7 +116,9 @@ def fork_run(base: str, dest: str, *, policy: str, cycles: int, say: Callable[[s
     fork.consolidate()
     _copy_metrics(source, fork)
     trained = [e for e in events if e["event"] == "trained" and e.get("cycle") == 0]
-    _copy_checkpoint(source, fork, checkpoint_name(0), trained[-1].get("digest") if trained else None)
+    _copy_checkpoint(source, fork, found_checkpoint_name(source, 0, trained[-1].get("checkpoint") if trained else None),
+                     trained[-1].get("digest") if trained else None)
+    _copy_anchors(source, fork, events)
     journal = Journal(fork.path(JOURNAL))
     for event in events:
         if event["event"] in CYCLE_EVENTS and event.get("cycle") == 0:
@@ -192,3 +195,17 @@ def _copy_checkpoint(source: Any, fork: Any, name: str, recorded: str | None) ->
     if not linked:
         dst.commit_bytes(rel, data)
     dst.commit_bytes(rel + DIGEST_SUFFIX, f"{digest}  {name}\n".encode())
+
+
+def _copy_anchors(source: Any, fork: Any, events: list[dict[str, Any]]) -> None:
+    """Copy the real validation images' cycle-0 estimates and scores (``--real-val``), checked
+    against the digest the base's journal recorded, when the base has them."""
+    from loop.run.anchors import anchors_path, read_anchors
+    from loop.run.names import ANCHORS
+
+    anchored = [e for e in events if e["event"] == "anchored" and e.get("cycle") == 0]
+    if not anchored:
+        return
+    read_anchors(source, 0, anchored[-1]["digest"])  # the file the journal recorded
+    fork.location.makedirs(ANCHORS)
+    fork.location.commit_bytes(anchors_path(0), source.location.read_bytes(anchors_path(0)))

@@ -76,8 +76,25 @@ def check_run_config(config: RunConfig, *, real_folders: bool = True) -> None:
         except PolicyError as err:
             raise PolicyError(f"run.{field} {spec!r} does not fit the {generator.name} generator's space: {err}") from None
     get_preset(config.preset)
+    if get_policy(config.policy).uses_anchors() and not config.real_val:
+        raise RunError(f"run.policy {config.policy!r} proposes around real validation images; give the run some "
+                       "with --real-val DIR (a real labelled folder, or a folder of images)")
     if real_folders:
         check_real_folders(config.real)
+
+
+def frozen_real_val(config: RunConfig) -> RunConfig:
+    """``config`` with its real validation folder checked (:func:`loop.run.anchors.check_real_val`)
+    and its digest set; a digest already set (a comparison's) must match the folder's."""
+    from loop.run.anchors import RealValError, check_real_val
+
+    if not config.real_val:
+        return config
+    digest = check_real_val(config.real_val, size=config.size, real=config.real)
+    if config.real_val_digest is not None and config.real_val_digest != digest:
+        raise RealValError(f"--real-val {config.real_val}: changed since it was frozen (digest "
+                           f"{config.real_val_digest[:12]}…, now {digest[:12]}…); restore it, or use another OUT")
+    return dataclasses.replace(config, real_val_digest=digest)
 
 
 PRESET_OVERRIDES = {"encoder_weights": "model", "input_norm": "model", "freeze_random_encoder": "train"}
@@ -111,6 +128,7 @@ def start_run(run: str, config: RunConfig, *, address: str | None = None,
     from stores import RunStore
 
     check_run_config(config)
+    config = frozen_real_val(config)
     if config.space is not None:  # frozen complete: a space file may predate the generator's newer dimensions
         config = dataclasses.replace(config, space=run_space(config))
     preset = resolved_preset(config, overrides)
@@ -136,6 +154,10 @@ def resume_run(run: str, cycles: int | None = None, *, address: str | None = Non
     journal = Journal(store.path(JOURNAL))
     config = run_config_from(store.config["run"])
     check_generator_build(store, config_generator(config))  # e.g. an exemplar folder changed since the start
+    if config.real_val:
+        from loop.run.anchors import check_unchanged
+
+        check_unchanged(config.real_val, config.real_val_digest, f"run {run}")
     _check_journal_matches_data(store, journal)
     target = _target_cycles(journal, config)
     done = _cycles_done(journal)
@@ -269,7 +291,8 @@ def run_status(run: str) -> dict[str, Any]:
                 continue
             begun = True  # planned at least
             kind = event["event"]
-            if kind in ("generated", "trained", "evaluated", "test_evaluated", "real_evaluated", "cycle_done"):
+            if kind in ("generated", "trained", "evaluated", "test_evaluated", "real_evaluated", "anchored",
+                        "cycle_done"):
                 entry["wall_s"][kind] = round(float(event["wall_s"]), 2)
             if kind == "evaluated":
                 entry["val"] = event["summary"]
@@ -280,6 +303,8 @@ def run_status(run: str) -> dict[str, Any]:
                 if "groups" in event:  # runs before real groups scored one folder: no per-group scores
                     entry["real_groups"] = {name: {k: v for k, v in summary.items() if not k.endswith("_std")}
                                             for name, summary in event["groups"].items()}
+            if kind == "anchored":
+                entry["real_val"] = event["summary"]
             if kind == "train_progress":
                 entry["train_progress"] = {k: v for k, v in event.items() if k not in ("event", "cycle")}
         entry["state"] = "done" if "cycle_done" in entry["wall_s"] else (unfinished if begun else "pending")

@@ -1,8 +1,11 @@
 """``loop locate``: where real micrographs sit in a run's parameter space.
 
 The inverse model (:mod:`loop.train.inverse`) of the run's latest cycle is trained on the
-run's ``train`` samples (scored on its held-out ``test`` samples, else ``val``) unless
-``RUN/checkpoints/inverse_cycle_NNN.pt`` exists, and saved there under the run lock. Then
+run's ``train`` samples plus ``InverseConfig.renders`` fresh renders of its own space
+(:mod:`loop.run.inverse_renders`), and scored on its held-out ``test`` samples (else ``val``),
+unless ``RUN/checkpoints/inverse_cycle_NNN.pt`` exists, and saved there under the run lock.
+An existing checkpoint is loaded as it is (one of the older CNN model too; delete it to
+retrain). Then
 each real image is located (tiles averaged, the ensemble's spread as uncertainty), and a
 table and a plot are made: per dimension, a histogram of the run's train samples with the
 real images' estimates as points with error bars, the held-out R² in the title. The report
@@ -12,6 +15,7 @@ lock, or to ``out`` when given.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -25,11 +29,12 @@ import numpy as np
 from generators.space import Dimension, LogRange, Integer, ParamSpace
 from loop.errors import InputError
 from loop.evaluate.real import SUFFIXES, load_grey_image
+from loop.run.inverse_renders import RENDER_STREAM, render_for_inverse, run_seed
 from loop.run.lock import RunLock
 from loop.run.names import CHECKPOINTS, REPORTS, inverse_checkpoint_name, locate_report_name
 from loop.run.report_json import report_bytes
 from loop.train.inverse import (
-    IDENTIFIABLE_R2, InverseConfig, InverseError, InverseResult, identifiable, load_inverse, save_inverse,
+    CNN_ARCH, IDENTIFIABLE_R2, InverseConfig, InverseError, InverseResult, identifiable, load_inverse, save_inverse,
     target_dims, train_inverse,
 )
 from stores import RunStore
@@ -40,19 +45,19 @@ MAX_HELD_OUT = 500
 """At most this many held-out samples score the inverse model."""
 
 
-def image_files(folder: str | os.PathLike[str]) -> list[Path]:
+def image_files(folder: str | os.PathLike[str], option: str = "--images") -> list[Path]:
     """The image files of ``folder`` (``folder/images`` when it is a real labelled folder), by name.
 
-    Raises :class:`InputError` for a missing folder or one without images.
+    Raises :class:`InputError`, naming ``option``, for a missing folder or one without images.
     """
     root = Path(folder)
     if not root.is_dir():
-        raise InputError(f"--images {folder}: not a folder")
+        raise InputError(f"{option} {folder}: not a folder")
     where = root / "images" if (root / "images").is_dir() else root
     files = sorted(p for p in where.iterdir()
                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIXES)
     if not files:
-        raise InputError(f"--images {folder}: no images ({', '.join(SUFFIXES)}) in {where}")
+        raise InputError(f"{option} {folder}: no images ({', '.join(SUFFIXES)}) in {where}")
     return files
 
 
@@ -96,30 +101,62 @@ def latest_cycle(store: RunStore) -> int:
 
 
 def inverse_model(store: RunStore, cycle: int, cfg: InverseConfig = InverseConfig(), *, device: str | None = None,
-                  say: Callable[[str], None] | None = None) -> tuple[InverseResult, str, bool]:
+                  say: Callable[[str], None] | None = None, locked: bool = False) -> tuple[InverseResult, str, bool]:
     """``(ensemble, checkpoint URI, trained now)``: the run's inverse model of ``cycle``, trained
-    and saved under the run lock unless it exists."""
+    and saved under the run lock unless it exists (``locked``: the caller holds the lock, e.g. the
+    cycle driver)."""
     name = inverse_checkpoint_name(cycle)
     uri = store.path(CHECKPOINTS, name)
     if store.location.exists(CHECKPOINTS, name):
-        return load_inverse(uri, device=device or "cpu"), uri, False
-    with RunLock(store.uri, what="loop locate"):
+        return _loaded(uri, device, say), uri, False
+    with contextlib.nullcontext() if locked else RunLock(store.uri, what="loop locate"):
         if store.location.exists(CHECKPOINTS, name):  # another locate saved it meanwhile
-            return load_inverse(uri, device=device or "cpu"), uri, False
+            return _loaded(uri, device, say), uri, False
         dims = target_dims(store.space)
         if not dims:
             raise InverseError(f"run {store.uri}: its space has no dimension to locate (all fixed or choices)")
         images, targets, _ = _read_split(store, "train", cfg.max_samples, cfg.seed, dims)
+        n_stored = len(images)
+        rendered = _renders(store, cfg.renders_for(n_stored), min(images.shape[1:]), dims, say)
+        if len(rendered[0]):
+            h, w = min(images.shape[1], rendered[0].shape[1]), min(images.shape[2], rendered[0].shape[2])
+            images = np.concatenate([images[:, :h, :w], rendered[0][:, :h, :w]])
+            targets = np.concatenate([targets, rendered[1]])
         held_split = "test" if store.params(split="test").num_rows else "val"
         held = _read_split(store, held_split, MAX_HELD_OUT, cfg.seed + 1, dims)[:2]
         if say:
-            say(f"training the inverse model of cycle {cycle}: {cfg.members} members on {len(images)} train samples "
-                f"of {store.uri} (scored on {len(held[0])} {held_split} samples)")
+            say(f"training the inverse model ({cfg.model}) of cycle {cycle}: {cfg.members} members on {n_stored} "
+                f"train samples of {store.uri} and {len(rendered[0])} fresh renders (scored on {len(held[0])} "
+                f"{held_split} samples)")
         result = train_inverse(images, targets, dims, cfg, held_out=held if len(held[0]) else None,
                                held_out_split=held_split if len(held[0]) else None, device=device, progress=say)
+        result.meta.update({"n_stored": n_stored, "n_rendered": int(len(rendered[0])),
+                            "render_seed": [run_seed(store), RENDER_STREAM],
+                            "cycle": cycle, "run_space": store.space.to_dict()})
         store.location.makedirs(CHECKPOINTS)
-        save_inverse(uri, result, {"cycle": cycle, "run_space": store.space.to_dict()})
+        save_inverse(uri, result)
     return result, uri, True
+
+
+def _loaded(uri: str, device: str | None, say: Callable[[str], None] | None) -> InverseResult:
+    """The saved inverse model at ``uri``; a line for ``say`` when it is the older CNN model."""
+    result = load_inverse(uri, device=device or "cpu")
+    if say and result.meta.get("arch", CNN_ARCH) == CNN_ARCH:
+        say(f"inverse checkpoint {uri} holds the older CNN model (lower held-out R² than the feature model); "
+            f"delete it and its .sha256 to retrain")
+    return result
+
+
+def _renders(store: RunStore, n: int, size: int, dims: list[str],
+             say: Callable[[str], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`render_for_inverse`, or none (with a line for ``say``) when the run's generator cannot be
+    rebuilt as it was (e.g. its exemplar folder changed): the stored samples still train the model."""
+    try:
+        return render_for_inverse(store, n, size, dims, say=say)
+    except InputError as err:
+        if say:
+            say(f"inverse model: no fresh renders ({err}); training on the stored samples only")
+        return np.zeros((0, size, size), np.uint8), np.zeros((0, len(dims)))
 
 
 def locate(run: str, images_dir: str, *, out: str | None = None, cfg: InverseConfig = InverseConfig(),
@@ -167,6 +204,7 @@ def locate(run: str, images_dir: str, *, out: str | None = None, cfg: InverseCon
         "run": store.uri, "cycle": cycle, "images_dir": str(images_dir), "n_images": len(files),
         "checkpoint": uri, "trained": trained, "input_size": int(result.model.input_size),
         "members": len(result.model.members), "r2_split": meta.get("r2_split"), "n_train": meta.get("n_train"),
+        "model": meta.get("arch", CNN_ARCH), "n_rendered": meta.get("n_rendered", 0), "train_s": meta.get("train_s"),
         "identifiable_r2": IDENTIFIABLE_R2, "identifiable": identifiable(r2),
         "fixed": [d.name for d in space if d.name not in result.model.dims],
         "dimensions": dims_out, "images": rows,

@@ -100,12 +100,14 @@ class Trainer:
         init: str | None = None,
         out: str | None = None,
         progress_every_s: float | None = PROGRESS_EVERY_S,
+        stage_checkpoint: str | None = None,
     ) -> dict[str, Any]:
         """Train on the view ``view_spec`` resolves to; return :meth:`TrainResult.to_dict` (checkpoint at ``out``).
 
         Progress events (epoch ends, and mid-epoch ones every ``progress_every_s`` seconds or
         none if ``None``) are logged and kept for :meth:`progress`; those of an earlier call
-        that nobody took are dropped when this one starts.
+        that nobody took are dropped when this one starts. ``stage_checkpoint``: where the
+        training keeps its stage checkpoint and resumes from it (see :func:`loop.train.fit.train`).
         """
         cfg = TrainConfig.from_dict(cfg_dict)
         model_cfg = ModelConfig.from_dict(model_cfg_dict)
@@ -113,7 +115,7 @@ class Trainer:
             self._events.clear()
             view = self.resolve(view_spec)
             result = train(view, cfg, model_cfg, init=init, out=out, progress=self._keep,
-                           progress_every_s=progress_every_s)
+                           progress_every_s=progress_every_s, stage_checkpoint=stage_checkpoint)
         return result.to_dict()
 
     def _keep(self, event: dict[str, Any]) -> None:
@@ -135,14 +137,14 @@ TrainerActor = ray.remote(max_concurrency=2)(Trainer)
 
 
 def follow_training(actor: Any, args: tuple[Any, ...], on_event: Callable[[dict[str, Any]], None], *,
-                    poll_s: float = 1.0) -> dict[str, Any]:
-    """Call ``actor.train.remote(*args)`` and return its result, handing each progress event to
-    ``on_event`` (in the caller's thread) while it runs, about every ``poll_s`` seconds.
+                    kwargs: Mapping[str, Any] | None = None, poll_s: float = 1.0) -> dict[str, Any]:
+    """Call ``actor.train.remote(*args, **kwargs)`` and return its result, handing each progress
+    event to ``on_event`` (in the caller's thread) while it runs, about every ``poll_s`` seconds.
 
     ``actor`` is a :data:`TrainerActor` handle. Every event of the call reaches ``on_event``
     before this returns; an error of ``train`` is raised here, as by ``ray.get``.
     """
-    ref = actor.train.remote(*args)
+    ref = actor.train.remote(*args, **dict(kwargs or {}))
     while True:
         ready, _ = ray.wait([ref], timeout=poll_s)
         # Events are taken after the wait, so once training is done the last take has them all.

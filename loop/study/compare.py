@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from loop.config.run import RunConfig
-from loop.study.compare_settings import BASE, CompareError, Say, resolve_settings, run_dir, split_policies
+from loop.study.compare_settings import (
+    BASE, CompareError, Say, read_settings, resolve_settings, run_dir, split_policies,
+)
 
 def parallel_runs(cluster_resources: Mapping[str, float]) -> int:
     """How many runs to drive at once on a cluster with ``cluster_resources``.
@@ -171,6 +173,14 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
             check_real_folders(real_groups(given["real"], "--real"))
         except ConfigError as err:
             raise CompareError(str(err)) from None
+    if given.get("real_val"):  # checked and digested now; a frozen comparison must have the same digest
+        from loop.run.anchors import check_real_val
+
+        frozen = read_settings(out)
+        preset = given.get("preset") or (frozen.preset if frozen else "cpu")
+        size = RunConfig.for_preset(preset, size=given.get("size") or (frozen.size if frozen else None)).size
+        real = real_groups(given.get("real"), "--real") or (frozen.real if frozen else ())
+        given = {**given, "real_val_digest": check_real_val(given["real_val"], size=size, real=real)}
     config = resolve_settings(out, given)  # a bad primary endpoint or reference fails here
     check_real_folders(config.real)
     started = time.time()

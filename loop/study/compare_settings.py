@@ -18,7 +18,9 @@ import tomli_w
 
 from loop.config.fields import ConfigError
 from loop.config.training import INPUT_NORMS
-from loop.config.run import DATA_PRESETS, FINETUNE_DATA, RealGroups, RunConfig, checked_generator_options, real_groups
+from loop.config.run import (
+    DATA_PRESETS, FINETUNE_DATA, RealGroups, RunConfig, checked_generator_options, checked_real_val, real_groups,
+)
 from loop.errors import InputError
 from stores.location import Location
 
@@ -107,7 +109,9 @@ class CompareConfig:
     and ``input_norm``: as in :class:`loop.config.training.TrainConfig` and
     :class:`~loop.config.training.ModelConfig` (``None``: the preset's). ``generator_options``:
     as ``run.generator_options`` (e.g. ``{"exemplars": DIR}`` from ``--exemplars``, the path
-    made absolute), given to every run.
+    made absolute), given to every run. ``real_val``: as ``run.real_val`` (``--real-val``, an
+    absolute path) with ``real_val_digest``, the digest of its files, set when the comparison is
+    made (:func:`loop.study.compare.compare`); every run is checked against it.
     """
 
     policies: tuple[str, ...]
@@ -130,6 +134,8 @@ class CompareConfig:
     freeze_random_encoder: bool | None = None
     input_norm: str | None = None
     generator_options: Any = None
+    real_val: str | None = None
+    real_val_digest: str | None = None
 
     def __post_init__(self) -> None:
         from policies import get_policy
@@ -173,6 +179,10 @@ class CompareConfig:
         try:
             object.__setattr__(self, "generator_options", checked_generator_options(
                 self.generator, self.generator_options, "generator_options"))
+        except ConfigError as err:
+            raise CompareError(str(err)) from None
+        try:
+            object.__setattr__(self, "real_val", checked_real_val(self.real_val, "real_val"))
         except ConfigError as err:
             raise CompareError(str(err)) from None
         if self.freeze_random_encoder is not None and not isinstance(self.freeze_random_encoder, bool):
@@ -238,7 +248,7 @@ class CompareConfig:
             policy=policy or self.initial_policy, cycles=self.cycles if policy else 0, seed=seed,
             n_train=self.n_train, n_val=self.n_val, n_per_cycle=self.n_per_cycle, size=self.size,
             n_test=self.n_test, real=self.real, finetune_on=self.finetune_on, space=self.space,
-            generator_options=self.generator_options,
+            generator_options=self.generator_options, real_val=self.real_val, real_val_digest=self.real_val_digest,
         )
         check_run_config(config, real_folders=False)  # compare() checks them; a report needs none
         return config

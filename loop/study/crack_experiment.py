@@ -424,7 +424,7 @@ def run_seed(config: ExperimentConfig, tiles: TileSet, seed: int, out: Path, *, 
     real_cfg = dataclasses.replace(base, seed=seed, stages=sized_stages(
         base.stages, len(train_view), min_steps=config.min_step_count, epochs=config.real_epoch_count,
         repeat=data.repeat))
-    checkpoint = out / f"seed_{seed:03d}_synthetic.pt"
+    checkpoint = out / f"seed_{seed:03d}_synthetic.safetensors"
     models: dict[str, Any] = {}
     plans = (("synthetic", synthetic_train, synthetic_cfg, None),
              ("real", train_view, real_cfg, None),

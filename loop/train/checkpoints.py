@@ -1,11 +1,14 @@
-"""Model checkpoints: a torch state dict plus plain metadata, with a sha256 digest beside it.
+"""Model checkpoints: a state dict plus plain metadata in a safetensors file, a sha256 digest beside it.
 
-``URI`` holds ``torch.save({"format", "version", "state_dict", "meta"})`` and ``URI.sha256``
-holds ``"<hex digest>  <file name>"`` (the ``sha256sum`` format, so ``sha256sum -c`` checks it
-too). Only tensors and plain values (str, int, float, bool, None, lists, dicts) are stored,
-and loading uses ``torch.load(weights_only=True)``: nothing is unpickled as code. File I/O
-goes through :class:`stores.location.Location`, so a local path, ``file://``, ``memory://``
-or an object store all work.
+``URI`` is a safetensors file (:mod:`loop.train.checkpoint_format`: the tensors, and the
+metadata as JSON in its header) and ``URI.sha256`` holds ``"<hex digest>  <file name>"`` (the
+``sha256sum`` format, so ``sha256sum -c`` checks it too). Only tensors and plain values (str,
+int, float, bool, None, lists, dicts) are stored; nothing is pickled. Checkpoints written
+before (``torch.save`` files, e.g. ``cycle_NNN.pt``) still load, read with
+``torch.load(weights_only=True)``: a file holding any other pickled object is refused. The
+format is told by the bytes, not the name. File I/O goes through
+:class:`stores.location.Location`, so a local path, ``file://``, ``memory://`` or an object
+store all work.
 
 Durability: :func:`save_checkpoint` returns only once both files are on disk under their
 final names. Locally each is written to ``NAME.tmp-<hex>`` beside it, fsynced, renamed over
@@ -23,7 +26,6 @@ a checkpoint replaced together with its digest file is refused too.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import re
@@ -33,20 +35,14 @@ from typing import Any, Mapping
 
 import torch
 
-from loop.errors import InputError
+from loop.train.checkpoint_format import TENSOR_MARK, CheckpointError, pack, unpack
 from stores.location import Location, fsync_path
 
-FORMAT = "synthloop-checkpoint"
-VERSION = 1
 DIGEST_SUFFIX = ".sha256"
 TMP_MARK = ".tmp-"
 """A file being written is ``NAME.tmp-<32 hex>`` beside ``NAME`` until it is renamed."""
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_TEMPORARY = re.compile(r"^.+\.(pt|sha256)\.tmp-[0-9a-f]{32}$")
-
-
-class CheckpointError(InputError):
-    """A checkpoint cannot be written, read, verified or loaded into a model."""
+_TEMPORARY = re.compile(r"^.+\.(pt|safetensors|sha256)\.tmp-[0-9a-f]{32}$")
 
 
 def digest_uri(uri: str) -> str:
@@ -71,6 +67,8 @@ def _plain_meta(value: Any, where: str) -> Any:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise CheckpointError(f"checkpoint meta {where}: expected string keys, got {k!r}")
+            if k == TENSOR_MARK:
+                raise CheckpointError(f"checkpoint meta {where}: key {k!r} is reserved (it marks a tensor)")
             out[k] = _plain_meta(v, f"{where}.{k}")
         return out
     raise CheckpointError(
@@ -133,16 +131,9 @@ def _replace_durably(location: Location, name: str, data: bytes) -> None:
 
 
 def save_checkpoint(uri: str, model_state: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> str:
-    """Write ``model_state`` and ``meta`` to ``uri`` and the digest beside it; return the sha256 hex digest."""
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "state_dict": _plain_state(model_state),
-        "meta": _plain_meta(dict(meta), "meta"),
-    }
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    data = buf.getvalue()
+    """Write ``model_state`` and ``meta`` to ``uri`` (safetensors, whatever the name) and the digest
+    beside it; return the sha256 hex digest."""
+    data = pack(_plain_state(model_state), _plain_meta(dict(meta), "meta"), f"checkpoint {uri}")
     digest = hashlib.sha256(data).hexdigest()
     location, name = _where(uri)
     _replace_durably(location, name, data)
@@ -182,8 +173,8 @@ def check_recorded_digest(uri: str, recorded: str, where: str) -> None:
 
 
 def remove_temporaries(folder: str) -> list[str]:
-    """Delete the ``*.pt.tmp-<hex>`` / ``*.sha256.tmp-<hex>`` files that a save killed mid-way
-    left in ``folder`` (a path or URI); return their names.
+    """Delete the ``*.safetensors.tmp-<hex>`` / ``*.pt.tmp-<hex>`` / ``*.sha256.tmp-<hex>`` files
+    that a save killed mid-way left in ``folder`` (a path or URI); return their names.
 
     Only for the folder's one writer (the run's driver, under the run lock): a save in
     progress elsewhere would lose its temporary file.
@@ -225,18 +216,27 @@ def load_checkpoint(uri: str, digest: str | None = None) -> tuple["OrderedDict[s
 
     Raises :class:`CheckpointError` naming the file when it is missing, its digest file is
     missing or does not match its bytes (or ``digest``, the digest recorded when it was saved,
-    when given), or its content is not a synthloop checkpoint.
+    when given), or its content is not a synthloop checkpoint (safetensors, or a legacy torch
+    file read weights-only).
     """
-    data = read_verified(uri, digest)
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged or foreign file
-        raise CheckpointError(f"checkpoint {uri}: cannot be read as a weights-only torch file ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {uri}: not a {FORMAT} file (no format marker)")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {uri}: format version {payload.get('version')!r}, expected {VERSION}")
-    return OrderedDict(payload["state_dict"]), dict(payload["meta"])
+    return unpack(read_verified(uri, digest), f"checkpoint {uri}")
+
+
+def checkpoint_exists(uri: str) -> bool:
+    """Whether there is a file at ``uri`` (not whether it is a valid checkpoint)."""
+    location, name = _where(uri)
+    return location.exists(name)
+
+
+def remove_checkpoint(uri: str) -> bool:
+    """Delete the checkpoint at ``uri`` and then its digest file; return whether either was there."""
+    location, name = _where(uri)
+    found = False
+    for part in (name, name + DIGEST_SUFFIX):
+        if location.exists(part):
+            location.remove(part)
+            found = True
+    return found
 
 
 def describe_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], limit: int = 5) -> str | None:

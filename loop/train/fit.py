@@ -12,6 +12,14 @@ the stage index: the sampler hands each sample an augmentation seed with its ind
 batches do not depend on the number of loader workers, and with ``cfg.deterministic`` the
 same seed gives the same weights.
 
+Stage checkpoints (:mod:`loop.train.stage_checkpoints`): given a ``stage_checkpoint`` URI,
+:func:`train` saves its whole state there at each stage end and every
+``cfg.stage_checkpoint_every_min`` minutes within a stage, and a later call of the same
+training resumes from it with the same result as an uninterrupted one. The shuffling stream
+makes this exact: each epoch's order and augmentation seeds are drawn from the stage's
+generator when the epoch starts, so its state then, and the steps done since, place a resumed
+stream where the killed one was.
+
 A view is anything with ``len(view)``, ``view[i] -> (image uint8 H×W, target)`` and
 ``view.sample_ids``; the target is a uint8 mask (segmentation, non-zero = boundary) or an
 int class label (classification).
@@ -32,11 +40,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from loop.train.augment import augment_pair, resize_pair, to_unit_float
-from loop.train.checkpoints import load_checkpoint, load_state_into, save_checkpoint
+from loop.train.checkpoints import load_checkpoint, load_state_into, read_digest, save_checkpoint
 from loop.config.training import AugmentConfig, ModelConfig, Stage, TrainConfig
 from loop.train.losses import build_loss
 from loop.train.device import resolve_device
 from loop.train.model import build_model, set_encoder_frozen
+from loop.train.stage_checkpoints import StagePoint, load_stage_checkpoint, save_stage_checkpoint
 from loop.errors import InputError
 
 
@@ -53,6 +62,8 @@ class TrainResult:
     ``images_per_s``: samples trained per second of the training loops; ``data_wait_fraction``:
     the part of that time spent waiting for the next batch (loading, augmenting, copying to the
     device); ``wall_s``: the whole call, model building and checkpoint writing included.
+    ``resumed_at``: ``[stage, epoch, step]`` of the stage checkpoint this call resumed from, or
+    ``None``; the losses, counts and ``train_s`` then include the part trained before.
     ``model`` is the trained model (left out of :meth:`to_dict`).
     """
 
@@ -69,6 +80,7 @@ class TrainResult:
     init: str | None
     out: str | None
     digest: str | None
+    resumed_at: list[int] | None = None
     model: nn.Module | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,26 +96,39 @@ class _StageBatches(Sampler):
     Each epoch is a fresh shuffled order of ``range(n)`` cut into batches; a short last batch
     is dropped (BatchNorm needs > 1 sample) unless it is the only one. One stream for the
     whole stage keeps the loader workers busy across epoch boundaries instead of draining
-    and refilling their queue every epoch.
+    and refilling their queue every epoch. A resumed stream starts at step ``start_step`` of
+    epoch ``start_epoch``, its generator in the state it had when that epoch started
+    (:meth:`state_at`).
     """
 
-    def __init__(self, n: int, batch_size: int, epochs: int, generator: torch.Generator):
+    def __init__(self, n: int, batch_size: int, epochs: int, generator: torch.Generator,
+                 start_epoch: int = 0, start_step: int = 0):
         self.n = n
         self.batch_size = batch_size
         self.epochs = epochs
         self.generator = generator
         self.steps_per_epoch = n // batch_size if n > batch_size else 1
+        self.start_epoch = start_epoch
+        self.start_step = start_step
+        self._epoch_states: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
-        return self.epochs * self.steps_per_epoch
+        return (self.epochs - self.start_epoch) * self.steps_per_epoch - self.start_step
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for _ in range(self.epochs):
+        for epoch in range(self.start_epoch, self.epochs):
+            self._epoch_states[epoch] = self.generator.get_state()
             order = torch.randperm(self.n, generator=self.generator).tolist()
             seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator).tolist()
             pairs = list(zip(order, seeds))
-            for step in range(self.steps_per_epoch):
+            for step in range(self.start_step if epoch == self.start_epoch else 0, self.steps_per_epoch):
                 yield pairs[step * self.batch_size:(step + 1) * self.batch_size]
+
+    def state_at(self, epoch: int) -> torch.Tensor:
+        """The generator's state when epoch ``epoch`` started, or (the next epoch, not drawn yet:
+        the loader may run ahead of training, but never by an epoch it has not begun) now."""
+        state = self._epoch_states.get(epoch)
+        return state.clone() if state is not None else self.generator.get_state()
 
 
 class PairDataset(Dataset):
@@ -155,12 +180,13 @@ def stage_generator(seed: int, stage_index: int) -> torch.Generator:
 
 def make_loader(
     view: Any, task: str, stage: Stage, cfg: TrainConfig, device: torch.device, generator: torch.Generator,
-    *, augment: bool = True, epochs: int = 1,
+    *, augment: bool = True, epochs: int = 1, start_epoch: int = 0, start_step: int = 0,
 ) -> DataLoader:
     """The DataLoader of ``epochs`` epochs of one stage, as one stream of batches: seeded
-    shuffling, per-sample augmentation seeds, the stage's size."""
+    shuffling, per-sample augmentation seeds, the stage's size; a resumed stream begins at
+    step ``start_step`` of epoch ``start_epoch`` (``generator`` as it was when that epoch began)."""
     dataset = PairDataset(view, task, stage.size, cfg.augment if augment else None)
-    batches = _StageBatches(len(view), stage.batch_size, epochs, generator)
+    batches = _StageBatches(len(view), stage.batch_size, epochs, generator, start_epoch, start_step)
     return DataLoader(
         dataset,
         batch_sampler=batches,
@@ -191,12 +217,38 @@ def _determinism(on: bool, cuda: bool) -> Iterator[None]:
 
 @dataclass
 class _Stats:
+    """What the finished epochs of a training did (a stage checkpoint keeps it as plain values)."""
+
     epoch_losses: list[float] = field(default_factory=list)
     epoch_stage: list[int] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
     images: int = 0
     wait_s: float = 0.0
     loop_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return dataclasses.asdict(self)
+
+
+class _StageSaver:
+    """Writes the stage checkpoints of one :func:`train` call to ``uri``: at stage ends, and
+    within a stage when :meth:`due` (``every_s`` after the last; never when 0)."""
+
+    def __init__(self, uri: str, identity: dict[str, Any], every_s: float):
+        self.uri = uri
+        self.identity = identity
+        self.every_s = every_s
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether a within-stage checkpoint is due now."""
+        return self.every_s > 0 and time.monotonic() - self.last >= self.every_s
+
+    def save(self, point: StagePoint) -> None:
+        """Write ``point`` over the last one."""
+        save_stage_checkpoint(self.uri, point, self.identity)
+        self.last = time.monotonic()
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -241,6 +293,10 @@ class _Reporter:
         self.last = t_start  # when the last event was sent
         self.total = sum(s.epochs * _epoch_work(s, n) for s in stages)
         self.done = 0.0  # work of the finished epochs
+
+    def resume(self, epoch_stage: list[int]) -> None:
+        """Count the epochs finished before a resume (their stage indices) as done."""
+        self.done = sum(_epoch_work(self.stages[i], self.n) for i in epoch_stage)
 
     def due(self, step: int, steps: int) -> bool:
         """Whether a mid-epoch event is due after ``step`` of ``steps`` optimiser steps (a clock read, no sync)."""
@@ -292,29 +348,64 @@ def _input(x: torch.Tensor, in_channels: int) -> torch.Tensor:
 
 
 def _run_stage(
-    model: nn.Module, loader: DataLoader, stage_index: int, stage: Stage, cfg: TrainConfig, model_cfg: ModelConfig,
+    model: nn.Module, view: Any, stage_index: int, stage: Stage, cfg: TrainConfig, model_cfg: ModelConfig,
     loss_fn: nn.Module, device: torch.device, precision: Precision, stats: _Stats, progress: _Reporter | None,
+    start: StagePoint | None = None, saver: _StageSaver | None = None,
 ) -> None:
+    """Train one stage (from ``start`` when it is a point within this stage), saving stage
+    checkpoints through ``saver`` when due."""
     set_encoder_frozen(model, stage.freeze_encoder)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=stage.lr_max, weight_decay=cfg.weight_decay, betas=(cfg.max_momentum, 0.99),
         fused=device.type == "cuda",
     )
-    steps = loader.batch_sampler.steps_per_epoch
+    within = start is not None and start.optimizer is not None  # a point within this stage
+    first_epoch, first_step = (start.epoch, start.step) if within else (0, 0)
+    generator = stage_generator(cfg.seed, stage_index)
+    if within:
+        generator.set_state(start.sampler_rng)  # as it was when epoch `first_epoch` began
+    loader = make_loader(view, model_cfg.task, stage, cfg, device, generator, epochs=stage.epochs,
+                         start_epoch=first_epoch, start_step=first_step)
+    sampler = loader.batch_sampler
+    steps = sampler.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=stage.lr_max, total_steps=stage.epochs * steps, pct_start=cfg.pct_start,
         div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor, cycle_momentum=True,
         base_momentum=cfg.base_momentum, max_momentum=cfg.max_momentum,
     )
+    before: dict[str, Any] = {}
+    if within:
+        optimizer.load_state_dict(start.optimizer)
+        scheduler.load_state_dict(start.scheduler)
+        if start.scaler:
+            precision.scaler.load_state_dict(start.scaler)
+        before = dict(start.stats.get("epoch_so_far") or {})
     batches = iter(loader)
-    for epoch in range(stage.epochs):
+    for epoch in range(first_epoch, stage.epochs):
         model.train()
+        resumed = before if epoch == first_epoch else {}
+        done_losses: list[float] = list(resumed.get("losses", []))  # steps of this epoch trained before a resume
         losses: list[torch.Tensor] = []
         images = 0
         wait = 0.0
         t_epoch = time.perf_counter()
-        for step in range(1, steps + 1):
+
+        def epoch_so_far() -> dict[str, Any]:
+            new = torch.stack(losses).float().cpu().tolist() if losses else []
+            return {"losses": done_losses + new, "images": resumed.get("images", 0) + images,
+                    "wait_s": resumed.get("wait_s", 0.0) + wait,
+                    "loop_s": resumed.get("loop_s", 0.0) + time.perf_counter() - t_epoch}
+
+        def point(at_epoch: int, at_step: int, so_far: dict[str, Any] | None) -> StagePoint:
+            return StagePoint(
+                stage=stage_index, epoch=at_epoch, step=at_step, model_state=model.state_dict(),
+                stats={**stats.to_dict(), "epoch_so_far": so_far}, torch_rng=torch.get_rng_state(),
+                sampler_rng=sampler.state_at(at_epoch), optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(), scaler=precision.scaler.state_dict() or None,
+            )
+
+        for step in range((first_step if epoch == first_epoch else 0) + 1, steps + 1):
             t0 = time.perf_counter()
             x, y = next(batches)
             x, y = _input(to_device(x, device), model_cfg.in_channels), to_device(y, device)
@@ -329,17 +420,21 @@ def _run_stage(
             scheduler.step()
             losses.append(loss.detach())
             images += x.shape[0]
+            if saver is not None and step < steps and saver.due():
+                saver.save(point(epoch, step, epoch_so_far()))
             if progress is not None and progress.due(step, steps):
                 seconds = time.perf_counter() - t_epoch
+                mean = (float(torch.stack(losses).float().mean()) if not done_losses
+                        else float(np.mean(epoch_so_far()["losses"])))
                 progress.emit(kind="batch", stage_index=stage_index, epoch=epoch, step=step, steps=steps,
-                              loss=float(torch.stack(losses).float().mean()), lr=float(scheduler.get_last_lr()[0]),
+                              loss=mean, lr=float(scheduler.get_last_lr()[0]),
                               images=images, wait=wait, seconds=seconds, loop_s=stats.loop_s + seconds)
         # One device sync per epoch: losses stay on the device until here.
-        epoch_losses = torch.stack(losses).float().cpu().tolist()
+        epoch_losses = done_losses + (torch.stack(losses).float().cpu().tolist() if losses else [])
         seconds = time.perf_counter() - t_epoch
-        stats.loop_s += seconds
-        stats.wait_s += wait
-        stats.images += images
+        stats.loop_s += resumed.get("loop_s", 0.0) + seconds
+        stats.wait_s += resumed.get("wait_s", 0.0) + wait
+        stats.images += resumed.get("images", 0) + images
         stats.step_losses.extend(epoch_losses)
         stats.epoch_losses.append(float(np.mean(epoch_losses)))
         stats.epoch_stage.append(stage_index)
@@ -347,6 +442,8 @@ def _run_stage(
             progress.emit(kind="epoch", stage_index=stage_index, epoch=epoch, step=steps, steps=steps,
                           loss=stats.epoch_losses[-1], lr=float(scheduler.get_last_lr()[0]), images=images,
                           wait=wait, seconds=seconds, loop_s=stats.loop_s)
+        if saver is not None and epoch + 1 < stage.epochs and saver.due():
+            saver.save(point(epoch + 1, 0, None))
 
 
 def effective_stages(cfg: TrainConfig, *, random_encoder: bool) -> tuple[Stage, ...]:
@@ -362,6 +459,18 @@ def _sample_ids_digest(view: Any) -> str:
     return hashlib.sha256(ids.tobytes()).hexdigest()
 
 
+def training_identity(view: Any, cfg: TrainConfig, model_cfg: ModelConfig, init: str | None,
+              stages: tuple[Stage, ...]) -> dict[str, Any]:
+    """What a stage checkpoint must have been written by to be resumed from: the same configs
+    (the checkpoint interval aside), stages as trained, init checkpoint (by digest) and samples."""
+    train_cfg = {k: v for k, v in cfg.to_dict().items() if k != "stage_checkpoint_every_min"}
+    return {
+        "model": model_cfg.to_dict(), "train": train_cfg, "stages": [s.to_dict() for s in stages],
+        "init_sha256": read_digest(init) if init is not None else None,
+        "n_samples": len(view), "sample_ids_sha256": _sample_ids_digest(view),
+    }
+
+
 def train(
     view: Any,
     cfg: TrainConfig,
@@ -372,11 +481,19 @@ def train(
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
     progress_every_s: float | None = None,
+    stage_checkpoint: str | None = None,
 ) -> TrainResult:
     """Train a model on ``view`` with ``cfg``'s schedule; fine-tune from checkpoint ``init`` if given.
 
     Writes the trained weights to checkpoint ``out`` when given (meta: ``model``, ``train``,
     ``input``, ``init``, ``n_samples``, ``sample_ids_sha256``, ``result``).
+
+    ``stage_checkpoint``: a URI where this training keeps its stage checkpoint (see
+    :mod:`loop.train.stage_checkpoints`): written at each stage end but the last and every
+    ``cfg.stage_checkpoint_every_min`` minutes within a stage, and resumed from when it holds
+    one of this same training (same configs, ``init`` and samples), with the same final weights
+    as an uninterrupted run. It is left in place; the caller removes it
+    (:func:`loop.train.stage_checkpoints.remove_stage_checkpoint`) once it has recorded ``out``.
 
     ``progress`` is called at the end of every epoch with an event dict and, when
     ``progress_every_s`` is given, also after any optimiser step within an epoch that comes at
@@ -397,7 +514,18 @@ def train(
     if len(view) == 0:
         raise TrainError("view: expected at least one sample, got an empty view")
     dev = resolve_device(device)
-    if init is not None:
+    stages = effective_stages(cfg, random_encoder=init is None and model_cfg.encoder_weights is None)
+    saver = start = None
+    if stage_checkpoint is not None:
+        saver = _StageSaver(stage_checkpoint, training_identity(view, cfg, model_cfg, init, stages),
+                            60.0 * cfg.stage_checkpoint_every_min)
+        start = load_stage_checkpoint(stage_checkpoint, saver.identity)
+    if start is not None:
+        # The stage checkpoint's weights replace the init checkpoint's or any ImageNet start.
+        model = build_model(dataclasses.replace(model_cfg, encoder_weights=None), seed=cfg.seed)
+        load_state_into(model, start.model_state, f"stage checkpoint {stage_checkpoint}")
+        torch.set_rng_state(start.torch_rng)
+    elif init is not None:
         # The checkpoint's weights replace any ImageNet start, so don't read that file.
         model = build_model(dataclasses.replace(model_cfg, encoder_weights=None), seed=cfg.seed)
         state, _ = load_checkpoint(init)
@@ -408,14 +536,21 @@ def train(
     loss_fn = build_loss(model_cfg.task, cfg)
     precision = Precision(dev, cfg.amp)
     stats = _Stats()
-    stages = effective_stages(cfg, random_encoder=init is None and model_cfg.encoder_weights is None)
+    if start is not None:
+        stats = _Stats(**{k: v for k, v in start.stats.items() if k != "epoch_so_far"})
     reporter = None if progress is None else _Reporter(progress, progress_every_s, stages, len(view), t_start)
+    if reporter is not None:
+        reporter.resume(stats.epoch_stage)
     with _determinism(cfg.deterministic, dev.type == "cuda"):
         for i, stage in enumerate(stages):
-            loader = make_loader(view, model_cfg.task, stage, cfg, dev, stage_generator(cfg.seed, i),
-                                 epochs=stage.epochs)
-            _run_stage(model, loader, i, stage, cfg, model_cfg, loss_fn, dev, precision, stats, reporter)
-            del loader  # ends this stage's persistent workers before the next stage starts its own
+            if start is not None and i < start.stage:
+                continue
+            # Its loader (and persistent workers) ends with the call, before the next stage starts its own.
+            _run_stage(model, view, i, stage, cfg, model_cfg, loss_fn, dev, precision, stats, reporter,
+                       start=start if start is not None and start.stage == i else None, saver=saver)
+            if saver is not None and i + 1 < len(stages):
+                saver.save(StagePoint(stage=i + 1, epoch=0, step=0, model_state=model.state_dict(),
+                                      stats=stats.to_dict(), torch_rng=torch.get_rng_state()))
     set_encoder_frozen(model, False)
     model.eval()
     result = TrainResult(
@@ -432,6 +567,7 @@ def train(
         init=init,
         out=out,
         digest=None,
+        resumed_at=[start.stage, start.epoch, start.step] if start is not None else None,
         model=model,
     )
     if out is not None:

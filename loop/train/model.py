@@ -1,4 +1,4 @@
-"""Model factory: a ResNet U-Net for boundary segmentation, a ResNet classifier, built with smp.
+"""Model factory: a U-Net for boundary segmentation, a classifier, on an smp encoder (ResNets and others).
 
 Every model built here takes a float tensor ``(N, in_channels, H, W)`` with values in
 [0, 1] (``image_uint8 / 255``) and normalises it itself (:class:`ScaledInput`), so the
@@ -7,9 +7,11 @@ returns boundary logits ``(N, 1, H, W)`` (H and W multiples of 32); classificati
 class logits ``(N, classes)``.
 
 Encoder weights: ImageNet weights are loaded only from a local file named in
-``ModelConfig.encoder_weights`` (a torchvision ResNet ``.pth`` state dict or a
-``.safetensors`` file); smp is always called with ``encoder_weights=None``, so nothing is
-downloaded. Without a file the encoder starts from random initialisation.
+``ModelConfig.encoder_weights`` (the encoder's 3-channel state dict as a ``.pth`` file, e.g.
+torchvision's ResNet weights, or a ``.safetensors`` file); smp is always called with
+``encoder_weights=None``, so nothing is downloaded. The first conv is adapted to the model's
+input channels by smp itself, as smp does for its own pretrained weights (see
+:func:`load_encoder_weights`). Without a file the encoder starts from random initialisation.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ INPUT_STD = 0.226
 class ModelError(InputError):
     """A model cannot be built as configured (e.g. an unusable encoder weights file)."""
 
+
+ENCODER_DEPTH = 5
+"""Stages of every encoder built here (smp's default): features at strides 2 to 32."""
 
 MIN_IMAGE_STD = 0.02
 """Floor of an image's own spread in per-image normalisation: a nearly flat image is not
@@ -100,31 +105,47 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int) -> None:
-    """Load ImageNet weights from the local file ``path`` into an smp ResNet encoder.
+def _load_problem(encoder: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """Load ``state`` into ``encoder`` with the encoder's own ``load_state_dict`` (smp's drop the
+    ImageNet classifier's keys); ``None`` when it fits, else what does not fit, in one line."""
+    given = dict(state)  # smp's load_state_dict pops (and renames) keys of the dict it is given
+    try:
+        encoder.load_state_dict(given)
+    except RuntimeError as exc:
+        text = str(exc).strip()
+        return describe_mismatch(encoder.state_dict(), given) or (text.splitlines()[0] if text else "does not load")
+    return None
 
-    Keys are torchvision's (``conv1.weight``, ``layer1.0...``); a leading ``encoder.`` is
-    dropped and the classifier ``fc.*`` ignored. The first conv's 3 input channels are summed
-    into 1 for grey input. Keys or shapes that do not fit raise :class:`ModelError` naming the file.
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path, in_channels: int, name: str) -> None:
+    """Load ImageNet weights from the local file ``path`` into ``encoder``, the smp encoder ``name``
+    built for ``in_channels`` input channels.
+
+    The file holds the encoder's state dict as published for 3-channel input (torchvision's
+    keys for a ResNet, ``conv1.weight``, ``layer1.0...``; a leading ``encoder.`` is dropped, the
+    ImageNet classifier's keys are ignored as smp ignores them). As smp does with its own
+    pretrained weights, they are loaded into a 3-channel encoder ``name`` whose first conv
+    smp then adapts (``set_in_channels(in_channels, pretrained=True)``: the 3 channels summed
+    for grey input, cycled and rescaled for more), and that encoder's weights are copied into
+    ``encoder``. A file already made for ``in_channels`` channels loads as it is. Keys or shapes
+    that do not fit raise :class:`ModelError` naming the file.
     """
+    import segmentation_models_pytorch as smp
+
     path = Path(path)
     state = _read_weights(path)
     if state and all(k.startswith("encoder.") for k in state):
         state = {k[len("encoder."):]: v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    conv = state.get("conv1.weight")
-    if conv is not None and conv.ndim == 4 and conv.shape[1] != in_channels:
-        if conv.shape[1] == 3 and in_channels == 1:
-            state["conv1.weight"] = conv.sum(dim=1, keepdim=True)
-        else:
-            raise ModelError(
-                f"model.encoder_weights: {path} has a first conv with {conv.shape[1]} input channels; "
-                f"expected 3 (summed to 1) or {in_channels}"
-            )
-    problem = describe_mismatch(encoder.state_dict(), state)
-    if problem:
-        raise ModelError(f"model.encoder_weights: {path} does not fit the {type(encoder).__name__}: {problem}")
-    encoder.load_state_dict(state, strict=True)
+    with torch.random.fork_rng(devices=[]):  # its random start is overwritten; the global RNG stays put
+        rgb = smp.encoders.get_encoder(name, in_channels=3, depth=ENCODER_DEPTH, weights=None)
+    problem = _load_problem(rgb, state)
+    if problem is None:
+        rgb.set_in_channels(in_channels, pretrained=True)
+        # The same class and keys: nn.Module's own strict load (some smp overrides take no ``strict``).
+        nn.Module.load_state_dict(encoder, rgb.state_dict(), strict=True)
+    elif in_channels == 3 or _load_problem(encoder, state) is not None:
+        raise ModelError(f"model.encoder_weights: {path} does not fit the {type(encoder).__name__} "
+                         f"({name}, 3 input channels): {problem}")
 
 
 def build_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
@@ -139,13 +160,15 @@ def build_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)
         if cfg.task == "segmentation":
             net: nn.Module = smp.Unet(
-                encoder_name=cfg.encoder, encoder_weights=None, in_channels=cfg.in_channels, classes=cfg.classes
+                encoder_name=cfg.encoder, encoder_depth=ENCODER_DEPTH, encoder_weights=None,
+                in_channels=cfg.in_channels, classes=cfg.classes,
             )
         else:
-            encoder = smp.encoders.get_encoder(cfg.encoder, in_channels=cfg.in_channels, depth=5, weights=None)
+            encoder = smp.encoders.get_encoder(cfg.encoder, in_channels=cfg.in_channels, depth=ENCODER_DEPTH,
+                                               weights=None)
             net = Classifier(encoder, cfg.classes)
     if cfg.encoder_weights:
-        load_encoder_weights(net.encoder, cfg.encoder_weights, cfg.in_channels)
+        load_encoder_weights(net.encoder, cfg.encoder_weights, cfg.in_channels, cfg.encoder)
         log.info("model: %s %s encoder initialised from %s", cfg.arch, cfg.encoder, cfg.encoder_weights)
     else:
         log.info("model: %s %s encoder randomly initialised (no local encoder_weights file given)", cfg.arch, cfg.encoder)

@@ -64,7 +64,8 @@ def test_a_run_lives_on_s3_end_to_end(s3_run) -> None:
     assert list(cwd.iterdir()) == [], "the run wrote to local disk"
     stored = keys("runs/reference/")
     for name in ("run.toml", "journal.jsonl", "params/b000000.parquet", "metrics/val_c000.parquet",
-                 "metrics/val_c001.parquet", "checkpoints/cycle_001.pt", "checkpoints/cycle_001.pt.sha256",
+                 "metrics/val_c001.parquet", "checkpoints/cycle_001.safetensors",
+                 "checkpoints/cycle_001.safetensors.sha256",
                  "images.zarr/b000000/image/zarr.json"):
         assert f"runs/reference/{name}" in stored
     assert f"runs/reference/{LOCK_FILE}" not in stored  # the driver's lease was released
@@ -77,7 +78,7 @@ def test_a_run_lives_on_s3_end_to_end(s3_run) -> None:
     assert image.shape == mask.shape == (64, 64) and image.dtype == np.uint8
     events = [e["event"] for e in Journal(store.path("journal.jsonl")).events()]
     assert events[0] == "started" and events[-1] == "finished" and events.count("cycle_done") == 2
-    state, meta = load_checkpoint(store.path("checkpoints", "cycle_001.pt"))  # digest checked on load
+    state, meta = load_checkpoint(store.path("checkpoints", "cycle_001.safetensors"))  # digest checked on load
     assert state and meta
 
     status = json.loads(loop_cli("status", run, "--json", cwd=cwd).stdout)

@@ -36,5 +36,5 @@ def test_two_smoke_cycles_on_a_two_node_cluster_with_the_run_on_s3(s3, loopback_
     assert [c["state"] for c in info["cycles"]] == ["done", "done"]
     assert info["cycles"][1]["samples"] == {"worst:k=0.1,m=10,radius=0.05": 6}
     stored = keys("runs/cluster/")
-    assert "runs/cluster/checkpoints/cycle_001.pt" in stored and "runs/cluster/metrics/val_c001.parquet" in stored
+    assert "runs/cluster/checkpoints/cycle_001.safetensors" in stored and "runs/cluster/metrics/val_c001.parquet" in stored
     assert list(tmp_path.iterdir()) == [], "the run wrote to local disk"

@@ -19,6 +19,7 @@ from policies.testing import PolicyContract, contract_checks, registered_specs, 
 SPECS_WITH_SETTINGS = [
     "sobol:scramble=false,seed=0", "worst:k=0.2,m=3,radius=0.1,dims=thickness|shape", "worst:k=0.1,metric=error",
     "mix:worst10=0.7,random=0.3", "mix:sobol=0.5,lhs=0.25,worst=0.25",
+    "anchored:floor=0.1,worst_share=0.3,metric=error", "mix:anchored=0.5,worst10=0.5",
 ]
 """Specs with settings the contract runs on besides the registered names and aliases."""
 

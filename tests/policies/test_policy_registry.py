@@ -8,7 +8,7 @@ from policies import Policy, PolicyError, RandomPolicy, available_policies, get_
 
 
 def test_available_lists_names_and_aliases() -> None:
-    assert available_policies() == ["lhs", "mix", "near", "near-random", "paper", "random", "sobol", "worst",
+    assert available_policies() == ["anchored", "lhs", "mix", "near", "near-random", "paper", "random", "sobol", "worst",
                                     "worst10"]
 
 

@@ -75,6 +75,8 @@ def test_locate_trains_once_writes_the_plot_and_json(smoke_run, real_folder, tmp
     report = json.loads(result.output)
     assert report["trained"] is False and report["cycle"] == 0 and report["n_images"] == 2
     assert report["r2_split"] == "test" and report["input_size"] == 64 and report["members"] == 3
+    # the feature model, on the 16 stored train samples and 10 fresh renders per stored sample
+    assert report["model"] == "features-mlp" and report["n_rendered"] == 160 and report["n_train"] == 176
     assert [r["name"] for r in report["images"]] == ["a.png", "b.tif"]
     names = [d["name"] for d in report["dimensions"]]
     assert "grain_diameter" in names and "mean_grey" in names
@@ -85,6 +87,21 @@ def test_locate_trains_once_writes_the_plot_and_json(smoke_run, real_folder, tmp
             assert dim.low <= e["value"] <= dim.high and e["spread"] >= 0 and e["low"] <= e["high"]
     assert set(report["identifiable"]) <= set(names)
     assert (out / "locate.png").exists() and json.loads((out / "locate.json").read_text())["n_images"] == 2
+
+
+def test_fresh_renders_are_the_runs_own_and_seeded(smoke_run) -> None:
+    """Renders for the inverse model: the run's space and generator, the same for the same run."""
+    from loop.run.inverse_renders import render_for_inverse, run_seed
+    from loop.train.inverse import target_dims
+
+    store = RunStore.open(smoke_run)
+    dims = target_dims(store.space)
+    images, targets = render_for_inverse(store, 3, 48, dims)
+    again, same = render_for_inverse(store, 3, 48, dims)
+    assert images.shape == (3, 48, 48) and images.dtype == np.uint8 and targets.shape == (3, len(dims))
+    assert np.array_equal(images, again) and np.array_equal(targets, same)
+    assert ((targets >= 0) & (targets <= 1)).all() and run_seed(store) == 1
+    assert render_for_inverse(store, 0, 48, dims)[0].shape == (0, 48, 48)
 
 
 def _error_line(args: list[str]) -> str:

@@ -43,6 +43,7 @@ def test_checkpoint_names_parse_for_any_cycle_number() -> None:
     assert checkpoint_cycle("cycle_000.pt") == 0 and checkpoint_cycle("cycle_1000.pt") == 1000
     assert checkpoint_cycle("cycle_12345.pt") == 12345
     assert checkpoint_cycle("cycle_001.pt.sha256") is None and checkpoint_cycle("cycle_001.pt.tmp-x") is None
+    assert checkpoint_cycle("cycle_007.safetensors") == 7 and checkpoint_cycle("cycle_007.stage.safetensors") is None
 
 
 def test_scores_and_overlays_land_in_the_run(trained_run, real_folder) -> None:
@@ -75,7 +76,7 @@ def test_a_checkpoint_replaced_with_its_digest_is_refused(trained_run, real_fold
 
     run = str(tmp_path / "copy")
     shutil.copytree(trained_run, run)
-    uri = RunStore.open(run).path("checkpoints", "cycle_000.pt")
+    uri = RunStore.open(run).path("checkpoints", "cycle_000.safetensors")
     state, meta = load_checkpoint(uri)
     state = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
     save_checkpoint(uri, state, meta)  # a new checkpoint and a matching .sha256

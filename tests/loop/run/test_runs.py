@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from loop.config.run import RunConfig, run_config_from
 from loop.run.lifecycle import RunError, resume_run, run_status, start_run
 from policies import Policy, PolicyView, Proposal, registry
 from stores import RunStore
+from tests.loop.run.kill_harness import start_and_kill
 
 SMALL = dict(n_train=8, n_val=10, n_per_cycle=6, size=64, batch_size=4, workers=2)
 KEY_COLUMNS = ["sample_id", "batch", "cycle", "split", "policy", "parent_id", "seed"]
@@ -77,7 +76,7 @@ def test_start_status_and_resume_more_cycles(ray_local, tmp_path) -> None:
     assert worst in val["sample_id"].to_pylist()
     assert sorted(store.metrics()["cycle"].unique().to_pylist()) == [0, 1]
     for cycle in (0, 1):
-        assert Path(store.path("checkpoints", f"cycle_{cycle:03d}.pt")).exists()
+        assert Path(store.path("checkpoints", f"cycle_{cycle:03d}.safetensors")).exists()
 
     with pytest.raises(RunError, match="is finished .* pass --cycles N"):
         resume_run(run)
@@ -294,29 +293,11 @@ def test_status_tells_an_interrupted_cycle_from_a_running_one(tmp_path) -> None:
         assert run_status(run)["state"] == "running"
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loop.cli", *args]
-
-
 def _start_and_kill(run: str, after_event: str, cycle: int, before_kill=lambda: None) -> None:
-    """Start a run in its own process group and SIGKILL the whole group once ``after_event`` is journaled
-    (``before_kill()`` is called just before)."""
-    args = _cli("start", "--run", run, "--policy", "worst10", "--preset", "smoke", "--cycles", "1",
-                *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items() if k != "batch_size"])
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, "RAY_ADDRESS": ""})
-    journal = Path(run) / "journal.jsonl"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if journal.exists():
-            events = [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
-            if any(e["event"] == after_event and e.get("cycle") == cycle for e in events):
-                break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before the kill point"
-    before_kill()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    """A smoke worst10 run killed (-9) once ``after_event`` of ``cycle`` is journaled (``before_kill()`` just before)."""
+    start_and_kill(run, ["--policy", "worst10", "--preset", "smoke", "--cycles", "1",
+                         *[f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items() if k != "batch_size"]],
+                   after_event, cycle, before_kill=before_kill)
 
 
 @pytest.fixture(scope="module")

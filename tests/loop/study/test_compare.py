@@ -298,14 +298,14 @@ def test_policies_fine_tune_one_shared_start(comparison) -> None:
     assert any("6 runs (2 base + 4 policy runs), 1 at a time" in line for line in lines)
     for seed in (1, 2):
         base = run_dir(out, seed)
-        digest = Path(base, "checkpoints", "cycle_000.pt.sha256").read_text()
+        digest = Path(base, "checkpoints", "cycle_000.safetensors.sha256").read_text()
         new_ids = []
         for policy in ("random", "worst10"):
             run = run_dir(out, seed, policy)
             status = run_status(run)  # a fork is a normal run
             assert status["policy"] == policy and [c["state"] for c in status["cycles"]] == ["done", "done"]
             assert _params(run, 0) == _params(base, 0)
-            assert Path(run, "checkpoints", "cycle_000.pt.sha256").read_text() == digest
+            assert Path(run, "checkpoints", "cycle_000.safetensors.sha256").read_text() == digest
             assert _final_val(run, 0, "miou") == _final_val(base, 0, "miou")
             new = _params(run, 1)
             assert len(new) == 6 and {r["split"] for r in new} == {"train"}

@@ -212,7 +212,7 @@ def test_experiment_command_end_to_end(tmp_path) -> None:
     assert len(placed) == len(set(placed))  # every image (group) in one part only
     assert {t.split("@")[0] for t in split["evaluated"]["test"]} <= {n for g in split["parts"]["test"]["groups"]
                                                                      for n in g}
-    assert not list(out.glob("*.pt"))
+    assert not list(out.glob("*.safetensors*"))  # the synthetic model, fine-tuned from, is removed
     assert (out / "table1.md").read_text().startswith("| | | synthetic model | real model | mixed model |")
 
     again = run_cli(*args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -175,3 +176,82 @@ def test_a_save_over_an_older_checkpoint_replaces_it_whole(tmp_path):
     state, meta = load_checkpoint(uri, digest=digest)
     assert meta == {"n": 2} and state["weight"].shape == (4, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "c.pt.sha256"]
+
+
+# --- safetensors, and the legacy torch format (issue 17, item 2) -----------------------------------
+
+
+def _legacy_save(path, state: dict, meta: dict) -> str:
+    """Write ``path`` as checkpoints were written before safetensors (format version 1)."""
+    torch.save({"format": "synthloop-checkpoint", "version": 1, "state_dict": state, "meta": meta}, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+    return digest
+
+
+def test_a_checkpoint_is_a_safetensors_file_with_its_meta_as_json(tmp_path):
+    from safetensors import safe_open
+
+    uri = str(tmp_path / "cycle_000.safetensors")
+    meta = {"model": {"encoder": "resnet18", "sizes": (64, 128)}, "n": 3, "t": torch.arange(3)}
+    save_checkpoint(uri, _state(), meta)
+    assert (tmp_path / "cycle_000.safetensors").read_bytes()[:4] != b"PK\x03\x04"  # no torch zip, no pickle
+    with safe_open(uri, framework="pt") as f:  # any safetensors reader sees the weights by name
+        header = f.metadata()
+        assert set(f.keys()) == {"weight", "bias", "@0"}
+        assert torch.equal(f.get_tensor("weight"), _state()["weight"])
+    assert header["format"] == "synthloop-checkpoint" and header["version"] == "2"
+    assert json.loads(header["meta"]) == {"model": {"encoder": "resnet18", "sizes": [64, 128]}, "n": 3,
+                                          "t": {"$tensor": "@0"}}
+    state, got = load_checkpoint(uri)
+    assert list(state) == ["weight", "bias"] and got["model"]["sizes"] == [64, 128]
+    assert torch.equal(got["t"], torch.arange(3))
+    with pytest.raises(CheckpointError, match=r"meta\.x: key '\$tensor' is reserved"):
+        save_checkpoint(uri, _state(), {"x": {"$tensor": "@0"}})
+    with pytest.raises(CheckpointError, match=r"model_state key '@0' starts with '@'"):
+        save_checkpoint(uri, {"@0": torch.zeros(1)}, {})
+
+
+def test_shared_and_strided_tensors_are_written_whole(tmp_path):
+    base = torch.arange(12.0).reshape(3, 4)
+    state = {"a": base, "b": base[:, 1], "c": base}  # safetensors refuses shared memory as it is
+    save_checkpoint(str(tmp_path / "c.safetensors"), state, {"again": base})
+    back, meta = load_checkpoint(str(tmp_path / "c.safetensors"))
+    assert torch.equal(back["b"], base[:, 1]) and torch.equal(back["c"], base) and torch.equal(meta["again"], base)
+
+
+def test_a_legacy_torch_checkpoint_still_loads(tmp_path):
+    path = tmp_path / "cycle_000.pt"
+    digest = _legacy_save(path, _state(), {"model": {"encoder": "resnet18"}, "losses": [1.0, 0.5]})
+    state, meta = load_checkpoint(str(path), digest=digest)
+    assert torch.equal(state["weight"], _state()["weight"]) and meta["losses"] == [1.0, 0.5]
+
+
+class Payload:
+    """Any class: unpickling it would run code chosen by whoever wrote the file."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_a_pickle_is_refused_and_never_unpickled(tmp_path, capfd):
+    import pickle
+
+    path = tmp_path / "cycle_000.pt"
+    _legacy_save(path, _state(), {"model": Payload()})
+    with pytest.raises(CheckpointError, match=r"cycle_000\.pt: refused: a legacy torch file holding pickled objects "
+                                              r"other than tensors.*GLOBAL .*system"):
+        load_checkpoint(str(path))
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(Payload()))
+    (tmp_path / "raw.pt.sha256").write_text(hashlib.sha256(raw.read_bytes()).hexdigest() + "  raw.pt\n")
+    with pytest.raises(CheckpointError, match=r"raw\.pt: cannot be read: neither a safetensors file nor a legacy "
+                                              r"torch checkpoint$"):
+        load_checkpoint(str(raw))
+    assert "pwned" not in capfd.readouterr().out
+
+
+def test_remove_temporaries_knows_safetensors(tmp_path):
+    stale = f"cycle_002.stage.safetensors.tmp-{uuid.uuid4().hex}"
+    (tmp_path / stale).write_bytes(b"half")
+    assert remove_temporaries(str(tmp_path)) == [stale]

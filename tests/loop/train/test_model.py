@@ -77,6 +77,36 @@ def test_weights_file_that_does_not_fit_names_the_file(tmp_path):
         build_model(ModelConfig(encoder="resnet18", encoder_weights=str(junk)))
 
 
+def test_a_non_resnet_encoder_loads_its_own_3_channel_weights(tmp_path):
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    rgb = smp.encoders.get_encoder("mobilenet_v2", in_channels=3, depth=5, weights=None)  # the "ImageNet" file
+    reference = {k: v.clone() for k, v in rgb.state_dict().items()}
+    reference["classifier.1.weight"] = torch.zeros(1000, 1280)  # the ImageNet head, ignored as smp ignores it
+    reference["classifier.1.bias"] = torch.zeros(1000)
+    path = tmp_path / "mobilenet_v2.safetensors"
+    save_file(reference, str(path))
+    first = "features.0.0.weight"
+    for cfg in (ModelConfig(encoder="mobilenet_v2", encoder_weights=str(path)),
+                ModelConfig(task="classification", encoder="mobilenet_v2", encoder_weights=str(path))):
+        model = build_model(cfg)
+        enc = model.encoder.state_dict()
+        assert torch.equal(enc[first], reference[first].sum(1, keepdim=True))  # smp's grey adaptation
+        assert all(torch.equal(enc[k], reference[k]) for k in enc if k != first)
+        with torch.no_grad():
+            assert model.eval()(torch.rand(1, 1, 64, 64)).shape[0] == 1
+    # A file already made for grey input loads as it is; one of another encoder names the file.
+    grey = tmp_path / "grey.pth"
+    torch.save(build_model(ModelConfig(encoder="mobilenet_v2"), seed=3).encoder.state_dict(), grey)
+    again = build_model(ModelConfig(encoder="mobilenet_v2", encoder_weights=str(grey))).encoder.state_dict()
+    assert torch.equal(again[first], torch.load(grey)[first])
+    with pytest.raises(ModelError, match=r"mobilenet_v2\.safetensors does not fit the EfficientNetEncoder "
+                                         r"\(efficientnet-b0, 3 input channels\): .*missing key"):
+        build_model(ModelConfig(encoder="efficientnet-b0", encoder_weights=str(path)))
+
+
 def test_freezing_keeps_batchnorm_and_decoder_trainable():
     model = build_model(SEG)
     total = sum(p.numel() for p in model.parameters())
