@@ -89,8 +89,10 @@ def status(run: str, as_json: bool) -> None:
     # group's mIoU beside the pooled real scores, when the run has groups.
     has_test = any("test" in c for c in info["cycles"])
     groups = list(dict.fromkeys(name for c in info["cycles"] for name in c.get("real_groups", {})))
+    has_real_val = any("real_val" in c for c in info["cycles"])  # --real-val images, scored where placed
     columns = ["cycle", "state", "samples", "val miou", "val error", *(["test miou", "test error"] if has_test else []),
-               "real miou", "real error", *(f"{name} miou" for name in groups), "s gen/train/eval"]
+               "real miou", "real error", *(f"{name} miou" for name in groups),
+               *(["real-val miou"] if has_real_val else []), "s gen/train/eval"]
     for column in columns:
         table.add_column(column, no_wrap=column != "samples")
     for c in info["cycles"]:
@@ -101,10 +103,16 @@ def status(run: str, as_json: bool) -> None:
             *([fmt(test.get("miou")), fmt(test.get("error"))] if has_test else []),
             fmt(real.get("miou")), fmt(real.get("error")),
             *(fmt(c.get("real_groups", {}).get(name, {}).get("miou")) for name in groups),
+            *([fmt(c.get("real_val", {}).get("miou"))] if has_real_val else []),
             "/".join(fmt(wall.get(k), ".0f") for k in ("generated", "trained", "evaluated")),
         )
     console = Console(width=max(100 + 12 * (len(columns) - 8), Console().width))
     console.print(table)
+    for c in info["cycles"]:
+        if c.get("inverse_r2"):
+            console.print(f"cycle {c['cycle']} inverse model, held-out R² (identifiable at >= 0.5): "
+                          + ", ".join(f"{k} {fmt(v, '.2f')}" for k, v in c["inverse_r2"].items()),
+                          markup=False, highlight=False)
     for c in info["cycles"]:
         if c["state"] != "done" and "train_progress" in c:
             console.print(_training_line(c), markup=False, highlight=False)

@@ -328,7 +328,7 @@ class CycleDriver:
         summary = anchors_summary(data)
         self.say("  real-val: " + ", ".join(f"{k} {v:.4g}" for k, v in summary.items()))
         self.journal.append("anchored", cycle=cycle, file=anchors_path(cycle), digest=digest, summary=summary,
-                            wall_s=time.time() - started)
+                            inverse_r2=data.get("r2", {}), wall_s=time.time() - started)
 
     def _anchors(self, cycle: int) -> Any:
         """The anchors written after cycle ``cycle`` as the policy's table (placed now if that cycle

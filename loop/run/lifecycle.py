@@ -305,6 +305,8 @@ def run_status(run: str) -> dict[str, Any]:
                                             for name, summary in event["groups"].items()}
             if kind == "anchored":
                 entry["real_val"] = event["summary"]
+                if "inverse_r2" in event:  # held-out R² per dimension of the inverse model that placed them
+                    entry["inverse_r2"] = event["inverse_r2"]
             if kind == "train_progress":
                 entry["train_progress"] = {k: v for k, v in event.items() if k not in ("event", "cycle")}
         entry["state"] = "done" if "cycle_done" in entry["wall_s"] else (unfinished if begun else "pending")

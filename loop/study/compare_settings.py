@@ -50,8 +50,11 @@ def split_policies(text: str) -> tuple[str, ...]:
     return tuple(policies)
 
 
-ENDPOINT_METRICS = ("miou", "error", "boundary_f1")
+ENDPOINT_METRICS = ("miou", "error", "boundary_f1", "grain_count_rel_error", "mean_intercept_rel_error")
 """The metrics a comparison reports (per source), and so the metrics a primary endpoint may name."""
+REAL_ONLY_METRICS = frozenset({"grain_count_rel_error", "mean_intercept_rel_error"})
+"""Grain statistics of closed grains against the mask (:mod:`loop.evaluate.grains`): scored on real
+images only, so an endpoint naming one must name a real source."""
 BASE_SOURCES = ("val", "test", "real")
 """Score sources: the synthetic validation set, the held-out synthetic test set, the real images
 pooled; each real group ``NAME`` is the source ``real/NAME``."""
@@ -77,6 +80,9 @@ def parse_endpoint(text: Any, sources: tuple[str, ...], where: str = "--primary"
                            f"{', '.join(sources)}")
     if metric not in ENDPOINT_METRICS:
         raise CompareError(f"{where} {text!r}: unknown metric {metric!r}; expected one of {', '.join(ENDPOINT_METRICS)}")
+    if metric in REAL_ONLY_METRICS and source.split("/")[0] != "real":
+        raise CompareError(f"{where} {text!r}: {metric} is scored on real images only; expected source real or "
+                           "real/NAME")
     return source, metric
 
 

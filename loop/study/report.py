@@ -44,7 +44,9 @@ from loop.study.statistics import (
 REPORT_METRICS = ENDPOINT_METRICS
 SOURCES = {"val": "synthetic validation set", "test": "held-out synthetic test set", "real": "real images"}
 """The sources every comparison may have; each real group ``NAME`` adds ``real/NAME``."""
-METRIC_NAMES = {"miou": "mIoU", "error": "error", "boundary_f1": "boundary F1"}
+METRIC_NAMES = {"miou": "mIoU", "error": "error", "boundary_f1": "boundary F1",
+                "grain_count_rel_error": "grain-count relative error",
+                "mean_intercept_rel_error": "mean-intercept relative error"}
 PLOTS_DIR = "plots"
 
 

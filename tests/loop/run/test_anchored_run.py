@@ -130,7 +130,12 @@ def test_an_anchored_run_samples_around_its_real_images_and_resumes_from_them(ra
         assert 0 <= row["miou"] <= 1 and 0 <= row["error"] <= 1 and row["loss"] >= 0
         assert "grain_diameter" in row["unit"] and set(row["unit"]) == set(row["spread"]) == set(data["dims"])
     assert store.location.exists("checkpoints", "inverse_cycle_000.pt")
-    assert run_status(run)["cycles"][0]["real_val"]["n_images"] == 2
+    status = run_status(run)["cycles"][0]
+    assert status["real_val"]["n_images"] == 2 and status["inverse_r2"] == data["r2"]
+    assert set(data["r2"]) == set(data["dims"])
+    shown = CliRunner().invoke(main, ["status", run])
+    assert shown.exit_code == 0 and "real-val miou" in shown.output
+    assert "cycle 0 inverse model, held-out R² (identifiable at >= 0.5): grain_diameter " in shown.output
 
     new = store.params(cycle=1)
     counts = {p: new["policy"].to_pylist().count(p) for p in set(new["policy"].to_pylist())}

@@ -78,7 +78,7 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
         (["compare", "--report", str(tmp_path / "none")], "not a comparison"),
         ([*base, "--primary", "nope:miou"], "--primary 'nope:miou': unknown source 'nope'; expected one of val, test"),
         ([*base, "--primary", "val:nope"], "--primary 'val:nope': unknown metric 'nope'; expected one of miou, "
-                                           "error, boundary_f1"),
+                                           "error, boundary_f1, grain_count_rel_error, mean_intercept_rel_error"),
         ([*base, "--real", "=x"], "'=x' has an empty name"),
         ([*base, "--real", f"iron={tmp_path / 'none'}"], "real group 'iron': "),
         ([*base, "--real", f"a={tmp_path}", "--real", f"a={tmp_path}"], "group name 'a' is given twice"),
@@ -124,6 +124,8 @@ def test_primary_endpoint_and_reference_are_declared_up_front_and_frozen(tmp_pat
     chosen = CompareConfig(**dict(TINY, policies="sobol,worst10,near-random", primary=" real/tbm : error ",
                                   reference="near-random", real=("iron=/data/iron", "tbm=/data/tbm")))
     assert (chosen.primary, chosen.reference) == ("real/tbm:error", "near-random")
+    grains = CompareConfig(**dict(TINY, primary="real/iron:mean_intercept_rel_error", real=("iron=/data/iron",)))
+    assert grains.primary == "real/iron:mean_intercept_rel_error"
     with pytest.raises(CompareError, match="unknown source 'real/zinc'; expected one of val, test, real, real/iron$"):
         CompareConfig(**dict(TINY, primary="real/zinc:miou", real=("iron=/x",)))
     assert CompareConfig(**dict(TINY, policies="sobol,worst10")).reference == "sobol"  # no random: the first
@@ -132,7 +134,10 @@ def test_primary_endpoint_and_reference_are_declared_up_front_and_frozen(tmp_pat
 
 @pytest.mark.parametrize(("given", "message"), [
     (dict(primary="nope:miou"), "--primary 'nope:miou': unknown source 'nope'; expected one of val, test"),
-    (dict(primary="val:nope"), "--primary 'val:nope': unknown metric 'nope'; expected one of miou, error, boundary_f1"),
+    (dict(primary="val:nope"), "--primary 'val:nope': unknown metric 'nope'; expected one of miou, error, boundary_f1, "
+                               "grain_count_rel_error, mean_intercept_rel_error"),
+    (dict(primary="test:grain_count_rel_error"), "--primary 'test:grain_count_rel_error': grain_count_rel_error is "
+                                                 "scored on real images only; expected source real or real/NAME"),
     (dict(primary="miou"), "--primary 'miou': expected SOURCE:METRIC"),
     (dict(primary="real:miou"), "unknown source 'real' (real needs --real); expected one of val, test"),
     (dict(primary="test:miou", n_test=0), "unknown source 'test' (test needs n_test > 0); expected one of val"),
@@ -453,13 +458,19 @@ def test_a_comparison_with_real_groups_opens_with_the_primary_endpoint(grouped_c
 
     stats = data["statistics"]
     assert {"val", "real", "real/iron", "real/tbm"} <= set(stats)
+    # Grain statistics are reported for the real sources only (the synthetic sets count no grains).
+    assert stats["val"]["metrics"] == ["miou", "error", "boundary_f1"]
+    for source in ("real", "real/iron", "real/tbm"):
+        assert stats[source]["metrics"][3:] == ["grain_count_rel_error", "mean_intercept_rel_error"]
     assert "| policy | val | " in report and "| real | real/iron | real/tbm |" in report  # side by side
     assert "### Real images, group iron, after cycle 1" in report and "### Real images, group tbm" in report
     # Secondary: every test but the primary one, Holm-adjusted together.
     secondary = [t for block in stats.values() for tests in block["tests"].values() for t in tests if not t["primary"]]
     primary = [t for block in stats.values() for tests in block["tests"].values() for t in tests if t["primary"]]
     assert len(primary) == 1 and primary[0]["a"] == "random" and primary[0]["b"] == "near-random"
-    assert len(secondary) == sum(len(block["metrics"]) for block in stats.values()) - 1
+    # one test per source and metric that both policies have on every seed (a grain statistic is NaN
+    # for an image without closed grains), but the primary one
+    assert len(secondary) == sum(len(block["final"][m]) > 1 for block in stats.values() for m in block["metrics"]) - 1
     adjusted = holm([math.nan if t["p_value"] is None else t["p_value"] for t in secondary])
     for t, p in zip(secondary, adjusted):
         assert (t["p_holm"] is None) if math.isnan(p) else t["p_holm"] == pytest.approx(p)
