@@ -6,6 +6,9 @@ import click
 
 from loop.cli.output import echo_json
 
+PER_IMAGE_COLUMNS = 4
+"""Up to this many images the table has a column per image; beyond, the spread of their estimates."""
+
 
 @click.command()
 @click.argument("run")
@@ -42,27 +45,36 @@ def locate(run: str, images_dir: str, out: str | None, as_json: bool, renders: i
     if as_json:
         echo_json(report)
         return
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{run} cycle {report['cycle']}: {report['n_images']} images of {images_dir} "
                         f"(estimate ± ensemble spread of {report['members']} members)")
     for column in ("dimension", "unit", f"R² {report['r2_split']}", "identifiable"):
-        table.add_column(column)
-    for row in report["images"]:
-        table.add_column(row["name"], justify="right")
+        table.add_column(column, no_wrap=column == "dimension")
+    per_image = len(report["images"]) <= PER_IMAGE_COLUMNS
+    if per_image:
+        for row in report["images"]:
+            table.add_column(row["name"], justify="right")
+    else:  # a column per image would not fit: the spread of their estimates (each one is in locate.json)
+        for column in ("space range", "median", "10–90 %", "at an end"):
+            table.add_column(column, justify="right", no_wrap=True)
     table.add_column("edge")
     for d in report["dimensions"]:
-        cells = []
-        for row in report["images"]:
-            e = row["estimates"][d["name"]]
-            mark = " *" if e["edge"] else ""
-            cells.append(f"{_num(e['value'])} ± {_num(e['spread'])}{mark}")
+        estimates = [row["estimates"][d["name"]] for row in report["images"]]
+        if per_image:
+            cells = [f"{_num(e['value'])} ± {_num(e['spread'])}{' *' if e['edge'] else ''}" for e in estimates]
+        else:
+            values = np.array([e["value"] for e in estimates], dtype=float)
+            q10, q50, q90 = np.quantile(values, [0.1, 0.5, 0.9])
+            cells = [f"{_num(d['low'])}–{_num(d['high'])}", _num(float(q50)), f"{_num(float(q10))}–{_num(float(q90))}",
+                     str(sum(1 for e in estimates if e["edge"]))]
         edge = f"piles at {d['edge']} end" if d["edge"] else ""
         table.add_row(d["name"], d["unit"], "-" if d["r2"] is None else f"{d['r2']:.2f}",
                       "yes" if d["identifiable"] else "no", *cells, edge,
                       style=None if d["identifiable"] else "dim")
-    Console(width=max(Console().width, 120)).print(table)
+    Console(width=max(Console().width, 150)).print(table)
     ident = ", ".join(report["identifiable"]) or "none"
     click.echo(f"identifiable (held-out {report['r2_split']} R² >= {report['identifiable_r2']}): {ident}")
     if report["fixed"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -87,6 +88,20 @@ def test_locate_trains_once_writes_the_plot_and_json(smoke_run, real_folder, tmp
             assert dim.low <= e["value"] <= dim.high and e["spread"] >= 0 and e["low"] <= e["high"]
     assert set(report["identifiable"]) <= set(names)
     assert (out / "locate.png").exists() and json.loads((out / "locate.json").read_text())["n_images"] == 2
+
+
+def test_many_images_are_summarised_per_dimension(smoke_run, real_folder, tmp_path) -> None:
+    many = tmp_path / "many"
+    many.mkdir()
+    for k in range(5):  # more than a column each would fit
+        shutil.copy(real_folder / "images" / "a.png", many / f"m{k}.png")
+    result = invoke("locate", smoke_run, "--images", str(many), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "median" in result.output and "10–90 %" in result.output and "m0.png" not in result.output
+    report = json.loads((tmp_path / "out" / "locate.json").read_text())
+    value = report["images"][0]["estimates"]["grain_diameter"]["value"]  # five copies: one estimate
+    row = next(line for line in result.output.splitlines() if line.startswith("│ grain_diameter"))
+    assert row.count(f"{value:.4g}") == 3  # median, and both ends of the 10-90 % range
 
 
 def test_fresh_renders_are_the_runs_own_and_seeded(smoke_run) -> None:
