@@ -38,7 +38,9 @@ class Generator(Protocol):
     ``(params, seed, size)`` gives the same bytes on any machine.
 
     Optional hooks for a run's own parameter space, ``check_space(space, source)`` and
-    ``with_space(space, source)``, are described in :mod:`generators.registry`.
+    ``with_space(space, source)``, are described in :mod:`generators.registry`; a generator
+    that renders some values otherwise than drawn (a cap at a size) says so with
+    ``rendered_params(params, size)`` (see :func:`rendered_params`).
     """
 
     name: str
@@ -49,6 +51,15 @@ class Generator(Protocol):
     def render(self, params: Mapping[str, Any], seed: int, size: int) -> Sample:
         """Render one sample of ``size``×``size`` pixels."""
         ...
+
+
+def rendered_params(generator: Any, params: Mapping[str, Any], size: int) -> dict[str, Any]:
+    """``params`` as a ``size``-px render of ``generator`` shows them: its ``rendered_params``
+    hook's answer when it has one (the grain generator caps grain diameter and boundary
+    thickness at a size), else ``params`` unchanged. What an image can tell is the rendered
+    value, so a model that reads parameters off images learns those."""
+    hook = getattr(generator, "rendered_params", None)
+    return dict(hook(params, size)) if hook is not None else dict(params)
 
 
 class GeneratorError(InputError):

@@ -163,6 +163,17 @@ class GrainGenerator:
     """Values of dimensions a run's frozen space may lack, because they were added to the
     generator after the run began (see :func:`generators.space.complete_space`)."""
 
+    def rendered_params(self, params: Mapping[str, Any], size: int) -> dict[str, Any]:
+        """``params`` with grain diameter and boundary thickness as a ``size``-px render draws them
+        (:func:`effective_diameter`, :func:`effective_thickness`: at least 5 grains fit, a line is
+        at most 0.15 grain diameters wide)."""
+        out = dict(params)
+        if "grain_diameter" in out:
+            out["grain_diameter"] = effective_diameter(size, float(out["grain_diameter"]))
+            if "boundary_thickness" in out:
+                out["boundary_thickness"] = effective_thickness(size, params)
+        return out
+
     def render(self, params: Mapping[str, Any], seed: int, size: int,
                timings: dict[str, float] | None = None) -> Sample:
         """Render one ``size``×``size`` grain image and its boundary mask.

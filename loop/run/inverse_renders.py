@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from generators import Generator
+from generators.base import rendered_params
 from generators.space import with_defaults
 from loop.config.run import run_config_from
 from loop.run.generation import check_generator_build, run_generator
@@ -66,5 +67,15 @@ def render_for_inverse(store: Any, n: int, size: int, dims: Sequence[str], *,
     if say is not None:
         say(f"inverse model: rendered {n} fresh samples of the run's space at {size} px, "
             f"{time.perf_counter() - t0:.0f} s")
+    return images, rendered_targets(space, generator, params, size, dims)
+
+
+def rendered_targets(space: Any, generator: Any, rows: Sequence[Any], size: int, dims: Sequence[str]) -> np.ndarray:
+    """The inverse model's targets for samples of parameters ``rows`` rendered at ``size`` px: each
+    row as the render shows it (:func:`generators.base.rendered_params`: a capped grain diameter or
+    boundary thickness is learnt as drawn, not as asked for), in unit-cube coordinates of ``space``
+    (clipped into [0, 1]), the columns of ``dims``."""
+    shown = [rendered_params(generator, dict(row), size) for row in rows]
     cols = [space.names.index(d) for d in dims]
-    return images, space.to_unit(params)[:, cols]
+    unit = space.to_unit(shown) if shown else np.zeros((0, len(space.names)))
+    return np.clip(unit[:, cols], 0.0, 1.0)

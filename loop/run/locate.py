@@ -29,7 +29,7 @@ import numpy as np
 from generators.space import Dimension, LogRange, Integer, ParamSpace
 from loop.errors import InputError
 from loop.evaluate.real import SUFFIXES, load_grey_image
-from loop.run.inverse_renders import RENDER_STREAM, render_for_inverse, run_seed
+from loop.run.inverse_renders import RENDER_STREAM, render_for_inverse, rendered_targets, run_seed
 from loop.run.lock import RunLock
 from loop.run.names import CHECKPOINTS, REPORTS, inverse_checkpoint_name, locate_report_name
 from loop.run.report_json import report_bytes
@@ -80,14 +80,25 @@ def _read_split(store: RunStore, split: str, limit: int, seed: int, dims: list[s
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), size=limit, replace=False))
     table = view.params.take(idx)
     images = [view[int(i)][0] for i in idx]
+    render_sizes = [min(im.shape) for im in images]  # renders are square: the side before any crop
     shapes = {im.shape for im in images}
     if len(shapes) > 1:  # samples of several render sizes: crop all to the smallest
         h, w = min(s[0] for s in shapes), min(s[1] for s in shapes)
         images = [im[:h, :w] for im in images]
     rows = table.select(list(store.space.names)).to_pylist()
-    unit = store.space.to_unit(rows)
-    cols = [store.space.names.index(d) for d in dims]
-    return np.stack(images) if images else np.zeros((0, 1, 1), np.uint8), unit[:, cols], table
+    generator = _code_generator(store)
+    targets = np.zeros((len(rows), len(dims)))
+    for size in set(render_sizes):  # targets as each render shows its parameters
+        at = [k for k, s in enumerate(render_sizes) if s == size]
+        targets[at] = rendered_targets(store.space, generator, [rows[k] for k in at], size, dims)
+    return np.stack(images) if images else np.zeros((0, 1, 1), np.uint8), targets, table
+
+
+def _code_generator(store: RunStore) -> Any:
+    """The run's generator as code (no options: only its :func:`generators.base.rendered_params` hook is asked)."""
+    from generators import get_generator
+
+    return get_generator(store.generator_name)
 
 
 def latest_cycle(store: RunStore) -> int:
@@ -130,7 +141,7 @@ def inverse_model(store: RunStore, cycle: int, cfg: InverseConfig = InverseConfi
                 f"{held_split} samples)")
         result = train_inverse(images, targets, dims, cfg, held_out=held if len(held[0]) else None,
                                held_out_split=held_split if len(held[0]) else None, device=device, progress=say)
-        result.meta.update({"n_stored": n_stored, "n_rendered": int(len(rendered[0])),
+        result.meta.update({"targets": "rendered", "n_stored": n_stored, "n_rendered": int(len(rendered[0])),
                             "render_seed": [run_seed(store), RENDER_STREAM],
                             "cycle": cycle, "run_space": store.space.to_dict()})
         store.location.makedirs(CHECKPOINTS)

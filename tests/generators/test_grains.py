@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from generators import Generator, GeneratorError, ParamSpaceError, get_generator
+from generators.base import rendered_params
 from generators.grains import (
     MAX_THICKNESS_FRACTION,
     MIN_GRAINS,
@@ -69,6 +70,21 @@ def test_grain_count_and_caps() -> None:
     thick = _params(grain_diameter=12.0, boundary_thickness=10.0)
     assert effective_thickness(512, thick) == pytest.approx(MAX_THICKNESS_FRACTION * effective_diameter(512, 12.0))
     assert effective_thickness(512, _params(grain_diameter=100.0, boundary_thickness=4.0)) == 4.0
+
+
+def test_rendered_params_are_the_capped_values_an_image_shows() -> None:
+    gen = get_generator("grains")
+    asked = _params(grain_diameter=160.0, boundary_thickness=10.0)
+    shown = rendered_params(gen, asked, 64)
+    assert shown["grain_diameter"] == effective_diameter(64, 160.0) < 64
+    assert shown["boundary_thickness"] == effective_thickness(64, asked) < 10.0
+    assert {k: v for k, v in shown.items() if k not in ("grain_diameter", "boundary_thickness")} == \
+        {k: v for k, v in asked.items() if k not in ("grain_diameter", "boundary_thickness")}
+    assert asked["grain_diameter"] == 160.0  # the caller's mapping is left alone
+    # A generator without the hook renders what it is given.
+    cracks = get_generator("cracks")
+    drawn = cracks.space.sample(np.random.default_rng(0), 1)[0]
+    assert rendered_params(cracks, drawn, 64) == drawn
 
 
 @settings(max_examples=25, deadline=None, derandomize=True)

@@ -117,6 +117,15 @@ def test_fresh_renders_are_the_runs_own_and_seeded(smoke_run) -> None:
     assert np.array_equal(images, again) and np.array_equal(targets, same)
     assert ((targets >= 0) & (targets <= 1)).all() and run_seed(store) == 1
     assert render_for_inverse(store, 0, 48, dims)[0].shape == (0, 48, 48)
+    # The targets are the parameters as the 48 px renders show them: diameters and thicknesses capped.
+    from generators import get_generator
+    from generators.base import rendered_params
+    from loop.run.inverse_renders import RENDER_STREAM
+
+    params = store.space.sample(np.random.default_rng([run_seed(store), RENDER_STREAM]), 3)
+    shown = [rendered_params(get_generator("grains"), p, 48) for p in params]
+    expected = np.clip(store.space.to_unit(shown)[:, [store.space.names.index(d) for d in dims]], 0, 1)
+    np.testing.assert_array_equal(targets, expected)
 
 
 def _error_line(args: list[str]) -> str:
