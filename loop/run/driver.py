@@ -341,17 +341,8 @@ class CycleDriver:
         return anchors_view_table(read_anchors(self.store, cycle, event["digest"])[0])
 
     def _checked_checkpoint(self, cycle: int) -> str:
-        """URI of cycle ``cycle``'s checkpoint (the file its ``trained`` event names: a run made
-        before safetensors has ``cycle_NNN.pt``), once its digest file holds the digest that event
-        recorded (the loader then checks the bytes against the digest file)."""
-        from loop.train.checkpoints import check_recorded_digest
-
-        trained = self.journal.find("trained", cycle=cycle) or {}
-        uri = found_checkpoint_uri(self.store, cycle, trained.get("checkpoint"))
-        recorded = self.journal.recorded_digest(cycle)
-        if recorded is not None:
-            check_recorded_digest(uri, recorded, f"the journal's trained event of cycle {cycle}")
-        return uri
+        """URI of cycle ``cycle``'s checkpoint, checked against the journal (:func:`checked_checkpoint_uri`)."""
+        return checked_checkpoint_uri(self.store, self.journal, cycle)
 
     def _call(self, method: Any, *args: Any) -> Any:
         if self.remote:
@@ -359,6 +350,20 @@ class CycleDriver:
 
             return ray.get(method.remote(*args))
         return method(*args)
+
+
+def checked_checkpoint_uri(store: Any, journal: Journal, cycle: int) -> str:
+    """URI of cycle ``cycle``'s checkpoint in the run of ``store`` (the file its ``trained`` event
+    names: a run made before safetensors has ``cycle_NNN.pt``), once its digest file holds the
+    digest that event recorded (the loader then checks the bytes against the digest file): a
+    checkpoint replaced together with its ``.sha256`` is not the one the run trained."""
+    from loop.train.checkpoints import check_recorded_digest
+
+    trained = journal.find("trained", cycle=cycle) or {}
+    uri = found_checkpoint_uri(store, cycle, trained.get("checkpoint"))
+    if trained.get("digest"):
+        check_recorded_digest(uri, trained["digest"], f"the journal's trained event of cycle {cycle}")
+    return uri
 
 
 def _scores_line(summary: dict[str, float]) -> str:

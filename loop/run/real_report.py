@@ -8,11 +8,11 @@ import tempfile
 from typing import Any
 
 from loop.errors import InputError
-from loop.train.checkpoints import check_recorded_digest
 from loop.run.evaluator_actor import Evaluator
 from loop.run.journal import Journal
 from loop.run.lock import RunLock
-from loop.run.names import JOURNAL, REPORTS, checkpoint_cycles, found_checkpoint_uri, real_report_name
+from loop.run.driver import checked_checkpoint_uri
+from loop.run.names import JOURNAL, REPORTS, checkpoint_cycles, real_report_name
 from loop.run.report_json import report_bytes
 from stores import RunStore
 
@@ -43,11 +43,7 @@ def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int =
     cycle = pick_checkpoint(store, cycle)
     folder = posixpath.join(REPORTS, real_report_name(cycle))
     # Every process that writes into a run holds its lock: a running driver may write this folder too.
-    trained = Journal(store.path(JOURNAL)).find("trained", cycle=cycle) or {}
-    uri = found_checkpoint_uri(store, cycle, trained.get("checkpoint"))  # cycle_NNN.pt in older runs
-    recorded = trained.get("digest")
-    if recorded:  # a checkpoint replaced together with its .sha256 is not the one the run trained
-        check_recorded_digest(uri, recorded, f"the journal's trained event of cycle {cycle}")
+    uri = checked_checkpoint_uri(store, Journal(store.path(JOURNAL)), cycle)
     with RunLock(store.uri, what="loop evaluate"), tempfile.TemporaryDirectory() as tmp:
         result = Evaluator(tile=tile, overlap=overlap).evaluate_real(uri, real_dir,
                                                                      overlay_dir=tmp, pixel_size_um=pixel_size_um)
