@@ -26,6 +26,14 @@ folder of masks:
    edge along its steepest direction, the generator's ramp amplitude) and the sd of the
    rest gives ``texture_contrast``.
 
+5. Where cracks sit: the centroid of each crack's pixels, as fractions of the mask's height
+   and width. ``centre_spread`` (the side of the central square the generator puts a
+   crack's midpoint in) is calibrated by simulation, as clipping at the image edge pulls a
+   visible crack's centroid inwards: cracks are drawn from the fitted geometry at each
+   value of :data:`CENTRE_GRID` (the same draws for every value) and the value whose mean
+   centroid offset from the centre matches the real cracks' is interpolated
+   (:func:`fit_centre_spread`); its bounds are that value ± half :data:`_MIN_SPAN`.
+
 Each crack gives one estimate per distribution parameter (its segment count, its median
 segment length, the sd of its log lengths, the rms of its turns, its median width, the sd
 of its log widths, its intensity); a dimension's fitted bounds are the 10th–90th
@@ -55,7 +63,7 @@ from scipy.sparse.csgraph import dijkstra
 from skimage.measure import approximate_polygon
 from skimage.morphology import skeletonize
 
-from generators.cracks import LIMITS, SPACE, TEXTURE_DIM, CrackSpaceError
+from generators.cracks import LIMITS, SPACE, TEXTURE_DIM, CrackSpaceError, crack_shape, rasterize_crack
 from generators import space
 from generators.space import Continuous, Dimension, LogRange, ParamSpace
 
@@ -71,6 +79,15 @@ DARKNESS_WIDTH_FACTOR = (0.25, 1.5)
 MIN_INTENSITY_FOR_WIDTH = 0.02
 """Cracks fainter than this (grey) keep their mask's width: their darkness is mostly texture."""
 
+CENTRE_GRID = np.linspace(0.0, 1.0, 11)
+"""``centre_spread`` values simulated by :func:`fit_centre_spread`."""
+
+CENTRE_DRAWS = 200
+"""Simulated cracks per value of :data:`CENTRE_GRID`."""
+
+CENTRE_SIZE = 96
+"""Side (px) the calibration cracks are rasterised at (lengths and widths are fractions of it)."""
+
 QUANTILES = (0.1, 0.9)
 """Fitted bounds: these percentiles of the per-crack estimates."""
 
@@ -80,7 +97,7 @@ SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 _MIN_SPAN = {  # smallest fitted span per dimension (absolute, or a ratio high/low for log ranges)
     "segments_mean": 1.0, "segment_length": 1.5, "length_spread": 0.1, "bend_sigma": 5.0,
     "width": 1.5, "width_variation": 0.1, "intensity": 0.04, "texture_mean": 0.05, "texture_contrast": 0.02,
-    "shading": 0.04,
+    "shading": 0.04, "centre_spread": 0.2,
 }
 
 
@@ -98,6 +115,8 @@ class CrackMeasure:
     turns_deg: np.ndarray
     widths: np.ndarray
     intensity: float | None = None
+    centroid: tuple[float, float] | None = None
+    """Centroid of the crack's pixels (row, column) as fractions of the mask's height and width."""
 
     def estimates(self) -> dict[str, float]:
         """This crack's estimate of each distribution parameter it informs."""
@@ -202,8 +221,10 @@ def measure_mask(mask: np.ndarray, image: np.ndarray | None = None, source: str 
                 intensity = float(background - np.median(grey[path[:, 0], path[:, 1]]))
                 widths_px = widths_px * _darkness_width_factor(grey, crack, path, background, intensity,
                                                                float(np.median(widths_px)))
+        rows, cols = np.nonzero(crack)
+        centroid = (float(rows.mean() + 0.5) / m.shape[0], float(cols.mean() + 0.5) / m.shape[1])
         out.append(CrackMeasure(source=source, segments=len(lengths), segment_lengths=lengths / side,
-                                turns_deg=turns, widths=widths_px / side, intensity=intensity))
+                                turns_deg=turns, widths=widths_px / side, intensity=intensity, centroid=centroid))
     return out
 
 
@@ -386,8 +407,39 @@ def fit_pairs(pairs: Iterable[tuple[str, np.ndarray, np.ndarray | None]], where:
         counts[dim.name] = len(values)
         kind = LogRange if isinstance(dim, LogRange) else Continuous
         dims.append(kind(dim.name, dim.unit, dim.description, lo, hi))
+    centroids = [m.centroid for m in measures if m.centroid is not None]
+    spread_dim = SPACE["centre_spread"]
+    spread = fit_centre_spread(centroids, ParamSpace(dims))
+    lo, hi = _bounds(spread_dim, [spread])
+    fitted[spread_dim.name], medians[spread_dim.name], counts[spread_dim.name] = (lo, hi), spread, len(centroids)
+    dims = [Continuous(d.name, d.unit, d.description, lo, hi) if d.name == spread_dim.name else d for d in dims]
     return CrackFit(space=ParamSpace(dims), measures=measures, n_masks=n_masks, n_empty=empty,
                     fitted=fitted, medians=medians, counts=counts, background=background)
+
+
+def centroid_offset(centroids: Sequence[tuple[float, float]]) -> float:
+    """Mean distance of the centroids from the image centre along each axis (fractions of the side)."""
+    return float(np.mean(np.abs(np.asarray(centroids, dtype=float) - 0.5)))
+
+
+def fit_centre_spread(centroids: Sequence[tuple[float, float]], geometry: ParamSpace, seed: int = 0) -> float:
+    """The ``centre_spread`` at which cracks drawn from ``geometry`` (a space with the crack
+    shape's dimensions) show the mean centroid offset of ``centroids`` (see the module
+    docstring, step 5); clipped to the grid's ends."""
+    simulated = []
+    for spread in CENTRE_GRID:
+        rng = np.random.default_rng(seed)  # the same cracks at every spread, so the curve is smooth
+        found = []
+        for params in geometry.sample(rng, CENTRE_DRAWS):
+            _, mask = rasterize_crack(crack_shape(rng, {**params, "centre_spread": float(spread)}, CENTRE_SIZE),
+                                      CENTRE_SIZE)
+            rows, cols = np.nonzero(mask)
+            if not len(rows):
+                continue
+            found.append(((rows.mean() + 0.5) / CENTRE_SIZE, (cols.mean() + 0.5) / CENTRE_SIZE))
+        simulated.append(centroid_offset(found))
+    curve = np.maximum.accumulate(np.asarray(simulated))
+    return float(np.interp(centroid_offset(centroids), curve, CENTRE_GRID))
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:

@@ -5,8 +5,10 @@ with — with probability ``crack_probability`` — one crack drawn over it. A c
 polyline: its number of segments is ``1 + Poisson(segments_mean - 1)``, its segment lengths
 are log-normal around ``segment_length`` (log-sd ``length_spread``), the direction changes
 at each bend by a normal angle of sd ``bend_sigma``, its width is log-normal around
-``width`` at every vertex (log-sd ``width_variation``; linear in between) and it darkens the texture by ``intensity`` where it covers
-a pixel fully. These distribution parameters are the dimensions of the space, so a fitted
+``width`` at every vertex (log-sd ``width_variation``; linear in between), its midpoint
+(halfway along it) falls uniformly in the central square of side ``centre_spread`` (a
+fraction of the image side: near 1, cracks run out of the image as in tiles cut from a
+larger picture) and it darkens the texture by ``intensity`` where it covers a pixel fully. These distribution parameters are the dimensions of the space, so a fitted
 space (``loop fit-cracks``) or a policy moves the distributions, not single cracks. Lengths
 and widths are fractions of the image side, so a space fits any rendered size.
 
@@ -40,11 +42,12 @@ from skimage.draw import line as draw_line
 from generators.base import GeneratorError, Sample, StageClock, check_size
 from generators.imaging import noise_blur_uint8
 from generators import space as space_file
-from generators.space import Choice, Continuous, LogRange, ParamSpace, ParamSpaceError
+from generators.space import Choice, Continuous, LogRange, ParamSpace, ParamSpaceError, complete_space
 from generators.textures import Exemplar, TextureBank, default_exemplars, exemplars_digest, load_exemplars
 
-VERSION = "1.0"
-"""Version of the rendering code; custom exemplars add ``+x<digest>`` (see :attr:`CrackGenerator.version`)."""
+VERSION = "1.1"
+"""Version of the rendering code; custom exemplars add ``+x<digest>`` (see :attr:`CrackGenerator.version`).
+1.1 added ``centre_spread`` (1.0 placed every crack's midpoint in the middle 0.2-0.8 of the image)."""
 
 MAX_SEGMENTS = 24
 """Most segments of one crack (the Poisson draw is capped here)."""
@@ -58,8 +61,9 @@ PIECE_PX = 3.0
 PIECES_PER_GROUP = 12
 """Path pieces rasterized together in one array operation."""
 
-CENTRE_RANGE = (0.2, 0.8)
-"""The crack's arc-length midpoint falls uniformly in this part of the image (fractions of the side)."""
+DEFAULTS: dict[str, float] = {"centre_spread": 0.6}
+"""Dimensions added after version 1.0, at the values 1.0 rendered: a parameter set or space of
+1.0 with these added renders the bytes 1.0 rendered (see :func:`generators.space.complete_space`)."""
 
 STAGES = ("texture", "crack", "noise_blur")
 """Timed stages of :meth:`CrackGenerator.render`."""
@@ -79,6 +83,10 @@ def _space(textures: Sequence[str]) -> ParamSpace:
         Continuous("width_variation", "log", "sd of the log width from vertex to vertex along the crack", 0.0, 0.8),
         Continuous("roughness", "side", "typical sideways wander of a segment between its two vertices, as a "
                    "fraction of the image side", 0.0, 0.015),
+        Continuous("centre_spread", "side", "side of the central square the crack's midpoint (halfway along it) "
+                   "falls in, uniformly, as a fraction of the image side: 0.6 = the middle 0.2-0.8 of each axis "
+                   "(version 1.0's fixed placement), 1 = anywhere, so a crack may run out of the image on one side "
+                   "(as in tiles cut from a larger picture)", 0.6, 1.0),
         Continuous("intensity", "grey", "darkening where the crack covers a pixel fully (0 black .. 1 white scale)",
                    0.05, 0.5),
         Choice(TEXTURE_DIM, "", "exemplar the background texture is quilted from", tuple(textures)),
@@ -104,6 +112,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "width": (1e-4, 0.5),
     "width_variation": (0.0, 3.0),
     "roughness": (0.0, 0.2),
+    "centre_spread": (0.0, 1.0),
     "intensity": (-1.0, 1.0),
     "texture_scale": (1.0 / MAX_ZOOM_OUT, 16.0),
     "texture_mean": (0.0, 1.0),
@@ -159,7 +168,8 @@ def crack_shape(rng: np.random.Generator, params: Mapping[str, Any], size: int) 
     half = arc[-1] / 2.0
     k = min(int(np.searchsorted(arc, half, side="right")) - 1, n - 1)
     midpoint = vertices[k] + (half - arc[k]) / lengths[k] * steps[k]
-    centre = rng.uniform(*CENTRE_RANGE, size=2) * size
+    margin = 0.5 - 0.5 * params["centre_spread"]
+    centre = rng.uniform(margin, 1.0 - margin, size=2) * size
     vertices = vertices - midpoint + centre
     widths = params["width"] * size * np.exp(params["width_variation"] * rng.standard_normal(n + 1))
     path, path_widths = _wander(vertices, widths, params["roughness"] * size, rng)
@@ -311,6 +321,9 @@ class CrackGenerator:
 
     name = "cracks"
     task = "classification"
+    defaults = DEFAULTS
+    """Values of dimensions a run's frozen space or a space file may lack, because they were
+    added to the generator after it was written."""
 
     def __init__(self, exemplars: str | Path | Sequence[Exemplar] | None = None,
                  space: ParamSpace | Mapping[str, Any] | None = None, *, space_source: str = "space"):
@@ -328,13 +341,16 @@ class CrackGenerator:
 
     def _merged(self, space: ParamSpace | Mapping[str, Any], source: str) -> ParamSpace:
         """``space`` with the dimensions it leaves out taken from the default space of these
-        exemplars (a fitted space has no ``texture``), checked by :func:`check_crack_space`."""
+        exemplars (a fitted space has no ``texture``), except those added to the generator
+        after the file was written, which stay fixed at :data:`DEFAULTS`; checked by
+        :func:`check_crack_space`."""
         base = _space(self.texture_names)
         given = space if isinstance(space, ParamSpace) else ParamSpace.from_dict(space)
         unknown = [n for n in given.names if n not in base.names]
         if unknown:
             raise CrackSpaceError(f"{source}: unknown dimension(s) {unknown}; "
                                   f"the crack generator has: {', '.join(base.names)}")
+        given = complete_space(given, ParamSpace([d for d in base if d.name != TEXTURE_DIM]), DEFAULTS)
         merged = ParamSpace([given[n] if n in given.names else base[n] for n in base.names])
         check_crack_space(merged, self.texture_names, source)
         return merged

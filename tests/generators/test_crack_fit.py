@@ -11,12 +11,13 @@ from click.testing import CliRunner
 from PIL import Image
 from scipy import ndimage
 
-from generators.crack_fit import CrackFitError, fit_cracks, measure_background, measure_mask, save_space_file
+from generators.crack_fit import CrackFitError, centroid_offset, fit_cracks, measure_background, measure_mask, save_space_file
 from generators.cracks import SPACE, CrackGenerator, CrackShape, crack_generator_from_file, load_space_file, rasterize_crack
 from loop.cli import main
 
 TRUTH = {"crack_probability": 1.0, "segments_mean": 3.0, "segment_length": 0.15, "length_spread": 0.2,
-         "bend_sigma": 40.0, "width": 0.02, "width_variation": 0.1, "roughness": 0.0, "intensity": 0.3,
+         "bend_sigma": 40.0, "width": 0.02, "width_variation": 0.1, "roughness": 0.0,
+         "centre_spread": 0.6, "intensity": 0.3,
          "texture": "gravel", "texture_scale": 1.0, "texture_mean": 0.55, "texture_contrast": 0.03,
          "shading": 0.0, "noise_sigma": 0.0, "blur_sigma": 0.0}
 
@@ -92,8 +93,19 @@ def test_fit_recovers_the_distributions_it_was_drawn_from(tmp_path) -> None:
         assert low <= m[name] <= high or name == "segments_mean"
     assert m["texture_contrast"] == pytest.approx(0.03, abs=0.01)
     assert m["shading"] < 0.03  # drawn without shading
+    assert m["centre_spread"] == pytest.approx(0.6, abs=0.1)
     assert "texture" not in fit.space.names
     assert fit.space["noise_sigma"] == SPACE["noise_sigma"]  # not measurable: the default
+
+
+def test_cracks_running_out_of_the_image_are_placed_so(tmp_path) -> None:
+    """Drawn anywhere (centre_spread 1): the simulated calibration gives the spread back, well
+    apart from the centred cracks' 0.6."""
+    fit = fit_cracks(write_pairs(tmp_path / "real", 30, centre_spread=1.0))
+    assert fit.medians["centre_spread"] == pytest.approx(1.0, abs=0.1)
+    assert centroid_offset([m.centroid for m in fit.measures]) > 0.15 + 0.05
+    low, high = fit.fitted["centre_spread"]
+    assert low < fit.medians["centre_spread"] <= high == 1.0  # the limit cuts the ±0.1 span
 
 
 def test_masks_alone_fit_the_geometry_but_not_the_intensity(tmp_path) -> None:

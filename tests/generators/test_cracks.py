@@ -19,6 +19,7 @@ from skimage.morphology import skeletonize
 
 from generators import GeneratorError, get_generator
 from generators.cracks import (
+    DEFAULTS,
     SPACE,
     CrackGenerator,
     CrackShape,
@@ -27,6 +28,8 @@ from generators.cracks import (
     crack_shape,
     rasterize_crack,
 )
+from generators.registry import fit_space
+from generators.space import ParamSpace
 from policies import PolicyView, get_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +43,8 @@ def gen() -> CrackGenerator:
 def params(**overrides) -> dict:
     """A clean crack: no noise, blur or shading; a fully covered crack darkens by 0.3."""
     base = {"crack_probability": 1.0, "segments_mean": 3.0, "segment_length": 0.15, "length_spread": 0.2,
-            "bend_sigma": 30.0, "width": 0.02, "width_variation": 0.1, "roughness": 0.0, "intensity": 0.3,
+            "bend_sigma": 30.0, "width": 0.02, "width_variation": 0.1, "roughness": 0.0,
+            "centre_spread": 0.6, "intensity": 0.3,
             "texture": "gravel", "texture_scale": 1.0, "texture_mean": 0.6, "texture_contrast": 0.05,
             "shading": 0.0, "noise_sigma": 0.0, "blur_sigma": 0.0}
     return {**base, **overrides}
@@ -49,7 +53,7 @@ def params(**overrides) -> dict:
 def test_registered_under_cracks_with_the_classification_task() -> None:
     g = get_generator("cracks")
     assert isinstance(g, CrackGenerator)
-    assert (g.name, g.task, g.version) == ("cracks", "classification", "1.0")
+    assert (g.name, g.task, g.version) == ("cracks", "classification", "1.1")
     assert g.space == SPACE
     assert g.space["texture"].options == ("brick", "gravel", "grass")
 
@@ -78,6 +82,42 @@ def test_same_bytes_in_a_fresh_process(gen) -> None:
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == here
+
+
+def test_centre_spread_at_its_default_renders_the_bytes_of_version_1_0(gen) -> None:
+    """The sha256 of these six renders by version 1.0 (crack midpoints fixed in the middle 0.2-0.8)."""
+    digest = hashlib.sha256()
+    for i, texture in enumerate(["brick", "gravel", "grass"] * 2):
+        p = params(texture=texture, roughness=0.01 * (i % 2), noise_sigma=0.01, blur_sigma=0.4, segments_mean=1 + i,
+                   centre_spread=DEFAULTS["centre_spread"])
+        s = gen.render(p, 20 + i, 64 if i < 3 else 96)
+        digest.update(s.image.tobytes() + s.mask.tobytes() + bytes([s.label]))
+    assert digest.hexdigest() == "67498547c294ecaf13dd23972470fa2916f5b8b76aff4b42f807d5b115280a74"
+
+
+def test_centre_spread_moves_cracks_towards_the_edges(gen) -> None:
+    """Midpoints uniform in the central square of side s: the mean offset of a crack's midpoint
+    from the image centre is s/4 per axis; at 1 some cracks run out of the image."""
+    def midpoint_offsets(spread: float) -> np.ndarray:
+        rng = np.random.default_rng(5)
+        out = []
+        for _ in range(400):
+            shape = crack_shape(rng, params(segments_mean=1.0, centre_spread=spread), 64)
+            out.append(np.abs(shape.vertices.mean(axis=0) / 64 - 0.5))  # one segment: its midpoint
+        return np.array(out)
+
+    centred, spread = midpoint_offsets(0.6), midpoint_offsets(1.0)
+    assert centred.max() <= 0.3 + 1e-9 and spread.max() > 0.45
+    assert centred.mean() == pytest.approx(0.15, abs=0.01)
+    assert spread.mean() == pytest.approx(0.25, abs=0.015)
+
+
+def test_a_run_frozen_by_version_1_0_keeps_its_placement() -> None:
+    """A frozen 1.0 space (no centre_spread) is completed with the 1.0 value, fixed."""
+    old = ParamSpace([d for d in SPACE if d.name != "centre_spread"])
+    _, space = fit_space(CrackGenerator(), old)
+    assert (space["centre_spread"].low, space["centre_spread"].high) == (0.6, 0.6)
+    assert space.names == SPACE.names
 
 
 def test_half_the_samples_have_a_crack_by_default(gen) -> None:
@@ -155,7 +195,7 @@ def test_custom_exemplars_and_space_file(tmp_path) -> None:
     Image.fromarray(skimage.data.grass()[:100, :160]).save(folder / "lawn.png")
     custom = CrackGenerator(exemplars=folder)
     assert custom.space["texture"].options == ("lawn", "wall")
-    assert custom.version.startswith("1.0+x")
+    assert custom.version.startswith("1.1+x")
     sample = custom.render({**params(), "texture": "wall"}, 1, 64)
     assert sample.image.shape == (64, 64)
 
@@ -168,6 +208,8 @@ def test_custom_exemplars_and_space_file(tmp_path) -> None:
     assert (fitted.space["width"].low, fitted.space["width"].high) == (0.01, 0.02)
     assert fitted.space["texture"].options == ("wall",)
     assert fitted.space["intensity"] == SPACE["intensity"]
+    # Written before version 1.1: its cracks stay where 1.0 put them.
+    assert (fitted.space["centre_spread"].low, fitted.space["centre_spread"].high) == (0.6, 0.6)
     with pytest.raises(CrackSpaceError, match=r"space file .*space.toml: dimension 'texture' has option\(s\) \['wall'\]"):
         crack_generator_from_file(space)
 

@@ -33,7 +33,8 @@ from loop.study.statistics import agresti_coull_interval, paired_t_test, t_inter
 from loop.train.fit import train
 
 EASY = {"crack_probability": 0.5, "segments_mean": 2.0, "segment_length": 0.3, "length_spread": 0.1,
-        "bend_sigma": 20.0, "width": 0.04, "width_variation": 0.1, "roughness": 0.0, "intensity": 0.45,
+        "bend_sigma": 20.0, "width": 0.04, "width_variation": 0.1, "roughness": 0.0, "centre_spread": 0.6,
+        "intensity": 0.45,
         "texture": "gravel", "texture_scale": 1.0, "texture_mean": 0.6, "texture_contrast": 0.05,
         "shading": 0.0, "noise_sigma": 0.0, "blur_sigma": 0.0}
 
