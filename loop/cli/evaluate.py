@@ -31,6 +31,9 @@ def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int
     from rich.console import Console
     from rich.table import Table
 
+    if result.get("task") == "classification":
+        _print_classification(run, cycle, real_dir, result, reports)
+        return
     images = result["images"]
     metrics = [k for k in ("miou", "error", "boundary_f1", "grain_count_rel_error", "mean_grain_area_rel_error",
                            "mean_intercept_rel_error", "astm_g_abs_error", "loss")
@@ -47,6 +50,31 @@ def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int
     click.echo(f"wrote {reports}/scores.json and overlays")
 
 
+
+
+def _print_classification(run: str, cycle: int, real_dir: str, result: dict, reports: str) -> None:
+    """A classifier on real tiles: its error per class, and the images with the most wrong tiles."""
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    rows = result["images"]
+    table = Table(title=f"{run} cycle {cycle} on {real_dir} ({len(rows)} inputs)")
+    for column in ("class", "inputs", "wrong", "error rate"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for label, name, rate in ((1, "crack", "miss_rate"), (0, "no crack", "false_alarm_rate")):
+        n = sum(r["label"] == label for r in rows)
+        wrong = sum(r["label"] == label and r["error"] > 0 for r in rows)
+        table.add_row(name, str(n), str(wrong), fmt(result.get(rate)))
+    table.add_row("balanced error", "", "", fmt(result.get("balanced_error")), style="bold")
+    console.print(table)
+    worst = Counter(r["image"] for r in rows if r["error"] > 0).most_common(10)
+    if worst:
+        console.print("most wrong inputs: " + ", ".join(f"{name} ({n})" for name, n in worst),
+                      markup=False, highlight=False)
+    click.echo(f"wrote {reports}/scores.json" + (" and the worst inputs' sheet" if worst else ""))
 
 
 def _known(value) -> bool:

@@ -90,8 +90,12 @@ def status(run: str, as_json: bool) -> None:
     has_test = any("test" in c for c in info["cycles"])
     groups = list(dict.fromkeys(name for c in info["cycles"] for name in c.get("real_groups", {})))
     has_real_val = any("real_val" in c for c in info["cycles"])  # --real-val images, scored where placed
+    # A classifier scored on real tiles: its error on each class and their mean (crack-free tiles dominate).
+    rates = ("balanced_error", "miss_rate", "false_alarm_rate")
+    has_rates = any("balanced_error" in c.get("real", {}) for c in info["cycles"])
     columns = ["cycle", "state", "samples", "val miou", "val error", *(["test miou", "test error"] if has_test else []),
-               "real miou", "real error", *(f"{name} miou" for name in groups),
+               "real miou", "real error", *(["real bal. error", "real miss", "real false alarm"] if has_rates else []),
+               *(f"{name} miou" for name in groups),
                *(["real-val miou"] if has_real_val else []), "s gen/train/eval"]
     for column in columns:
         table.add_column(column, no_wrap=column != "samples")
@@ -102,11 +106,12 @@ def status(run: str, as_json: bool) -> None:
             fmt(val.get("miou")), fmt(val.get("error")),
             *([fmt(test.get("miou")), fmt(test.get("error"))] if has_test else []),
             fmt(real.get("miou")), fmt(real.get("error")),
+            *([fmt(real.get(k)) for k in rates] if has_rates else []),
             *(fmt(c.get("real_groups", {}).get(name, {}).get("miou")) for name in groups),
             *([fmt(c.get("real_val", {}).get("miou"))] if has_real_val else []),
             "/".join(fmt(wall.get(k), ".0f") for k in ("generated", "trained", "evaluated")),
         )
-    console = Console(width=max(100 + 12 * (len(columns) - 8), Console().width))
+    console = Console(width=max(100 + 14 * (len(columns) - 8), Console().width))
     console.print(table)
     for c in info["cycles"]:
         if c.get("inverse_r2"):

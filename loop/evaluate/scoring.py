@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from skimage.transform import resize
 from torch import nn
 
 from generators.base import TASKS
@@ -50,6 +49,7 @@ from loop.evaluate.metrics import (
     segmentation_metrics,
 )
 from loop.evaluate.real import RealDataError, RealFolder
+from loop.evaluate.real_tiles import DEFAULT_MIN_CRACK_PX, tile_image, tile_kinds
 
 DEFAULT_THRESHOLD = 0.5
 """Boundary probability at or above which a pixel is predicted boundary."""
@@ -349,6 +349,7 @@ def evaluate_real(
     tol: float = DEFAULT_TOLERANCE,
     min_grain_area: int = DEFAULT_MIN_GRAIN_AREA,
     class_size: int | None = None,
+    min_crack_px: int = DEFAULT_MIN_CRACK_PX,
     overlay_dir: str | Path | None = None,
     pixel_size_um: float | Mapping[str, float] | None = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
@@ -356,9 +357,14 @@ def evaluate_real(
 
     Segmentation: each image of any size goes through :func:`loop.evaluate.infer.predict_image`
     (``tile``, ``overlap``, ``batch_size`` tiles per pass) and is scored like a view
-    sample. Classification (e.g. cracks): the label of an image is whether its mask has
-    any foreground pixel; the image is classified whole, resized to
-    ``class_size``×``class_size`` first when given. ``task=None`` reads the task from the
+    sample. Classification (e.g. cracks): with ``class_size`` (the size the classifier was
+    trained at), each image is cut into tiles of that size at its own resolution and every
+    tile with a class is classified (:mod:`loop.evaluate.real_tiles`: a tile is a crack with
+    at least ``min_crack_px`` crack pixels, no crack when its image's mask is empty; the
+    rest are left out), one row per tile named ``IMAGE@y,x``; without it, each image is
+    classified whole, its label whether its mask has any foreground pixel. The summary adds
+    :func:`class_rates` (the miss rate, the false-alarm rate and their mean, the balanced
+    error: tiles of crack-free images far outnumber crack tiles). ``task=None`` reads the task from the
     model's output shape. With ``overlay_dir``, writes ``NAME.png`` overlays there
     (segmentation only). ``pixel_size_um`` (µm per pixel, one for all images or per image
     name; default: the folder's :data:`PIXEL_SIZE_FILE`, if any) gives the E112
@@ -368,7 +374,7 @@ def evaluate_real(
     -------
     (table, summary): the table has one row per image in name order, ``name`` (string),
     ``height``, ``width`` (int64), then float64 metrics as in :func:`evaluate_view`
-    (classification adds int64 ``label``; segmentation adds float64 ``pixel_size_um``, NaN
+    (classification adds string ``image`` and int64 ``label``; segmentation adds float64 ``pixel_size_um``, NaN
     where unknown, before the metrics, and the closed-grain columns: the grain counts and
     size distance of closed grains, and :data:`REAL_GRAIN_KEYS`); the summary is
     :func:`summarize_metrics` of the metric columns plus ``task``.
@@ -376,6 +382,7 @@ def evaluate_real(
     check_settings(batch_size, tile, overlap, threshold, tol, min_grain_area)
     if class_size is not None:
         class_size = _check_positive_int("class_size", class_size)
+    min_crack_px = _check_positive_int("min_crack_px", min_crack_px)
     folder = RealFolder(real_dir)
     sizes = pixel_sizes(folder, pixel_size_um)
     dev = infer.model_device(model, device)
@@ -386,12 +393,12 @@ def evaluate_real(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    names, heights, widths, labels, rows = [], [], [], [], []
-    for pair in folder:
-        names.append(pair.name)
-        heights.append(pair.image.shape[0])
-        widths.append(pair.image.shape[1])
-        if task == "segmentation":
+    names, heights, widths, labels, sources, rows = [], [], [], [], [], []
+    if task == "segmentation":
+        for pair in folder:
+            names.append(pair.name)
+            heights.append(pair.image.shape[0])
+            widths.append(pair.image.shape[1])
             logits = infer.predict_image_logits(model, pair.image, tile=tile, overlap=overlap, device=dev,
                                                 batch_size=batch_size)
             row = _segmentation_row(logits, pair.mask, threshold, tol, min_grain_area)
@@ -400,17 +407,17 @@ def evaluate_real(
             if out_dir is not None:
                 render_overlay(pair.image, infer.sigmoid(logits), pair.mask, out_dir / f"{pair.name}.png",
                                threshold=threshold, title=pair.name)
-        else:
-            image = pair.image
-            if class_size is not None:
-                image = np.round(resize(image, (class_size, class_size), preserve_range=True,
-                                        anti_aliasing=True)).astype(np.uint8)
-            label = int(pair.mask.any())
+    else:
+        # As many pixels per pass as ``batch_size`` segmentation tiles: 64 px crack tiles go 16 times as many.
+        per_pass = batch_size * max(1, (tile // class_size) ** 2) if class_size else batch_size
+        for name, source, (height, width), label, row in _classify(model, folder, class_size, min_crack_px, dev,
+                                                                   per_pass):
+            names.append(name)
+            sources.append(source)
+            heights.append(height)
+            widths.append(width)
             labels.append(label)
-            metrics = classification_metrics_batch(
-                infer.predict_logits(model, image[None], dev, "classification"), np.asarray([label])
-            )
-            rows.append({k: float(metrics[k][0]) for k in CLASSIFICATION_KEYS})
+            rows.append(row)
 
     columns = REAL_SEGMENTATION_COLUMNS if task == "segmentation" else CLASSIFICATION_KEYS
     leading = [("name", pa.string()), ("height", pa.int64()), ("width", pa.int64())]
@@ -419,13 +426,99 @@ def evaluate_real(
         leading.append(("pixel_size_um", pa.float64()))
         data["pixel_size_um"] = [sizes.get(name, math.nan) for name in names]
     if task == "classification":
-        leading.append(("label", pa.int64()))
-        data["label"] = labels
+        leading += [("image", pa.string()), ("label", pa.int64())]
+        data.update(image=sources, label=labels)
     data.update({c: [r[c] for r in rows] for c in columns})
     table = pa.table(data, schema=_metric_schema(columns, leading))
     summary: dict[str, Any] = {"task": task}
     summary.update(summarize_metrics(table, columns))
+    if task == "classification":
+        summary.update(class_rates(table))
+        if out_dir is not None:
+            write_error_sheet(table, folder, class_size, min_crack_px, out_dir / ERROR_SHEET)
     return table, summary
+
+
+def write_error_sheet(table: pa.Table, folder: RealFolder, class_size: int | None, min_crack_px: int,
+                      path: Path, per_class: int = 12) -> Path | None:
+    """A contact sheet (PNG at ``path``) of the worst-classified inputs of a classification
+    table: up to ``per_class`` missed cracks and as many false alarms, highest loss first,
+    each beside its mask; None (nothing written) when every input is right."""
+    from loop.evaluate.contact_sheet import render_contact_sheet
+
+    rows = table.select(["name", "image", "label", "error", "loss", "p_true"]).to_pylist()
+    chosen = []
+    for label in (1, 0):
+        wrong = sorted((r for r in rows if r["label"] == label and r["error"] > 0), key=lambda r: -r["loss"])
+        chosen += wrong[:per_class]
+    if not chosen:
+        return None
+    wanted = {r["name"] for r in chosen}
+    pixels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for image_name in dict.fromkeys(r["image"] for r in chosen):
+        pair = folder[folder.names.index(image_name)]
+        pixels.update({name: (image, mask) for name, image, mask, _ in _class_inputs(pair, class_size, min_crack_px)
+                       if name in wanted})
+    captions = [(i, {"input": r["name"], "p_true": r["p_true"]}, "crack missed" if r["label"] else "false alarm")
+                for i, r in enumerate(chosen)]
+    png = render_contact_sheet([pixels[r["name"]][0] for r in chosen], [pixels[r["name"]][1] for r in chosen],
+                               captions, columns=6)
+    path.write_bytes(png)
+    return path
+
+
+ERROR_SHEET = "errors.png"
+"""File a classifier's worst real inputs are drawn to (:func:`write_error_sheet`)."""
+
+
+def _class_inputs(pair: Any, class_size: int | None, min_crack_px: int
+                  ) -> list[tuple[str, np.ndarray, np.ndarray, int]]:
+    """``(name, image, mask, label)`` of each input a classifier sees of one real pair: its
+    tiles with a class at ``class_size``, or the whole image without one."""
+    if class_size is None:
+        return [(pair.name, pair.image, pair.mask, int(pair.mask.any()))]
+    tiles, masks, positions = tile_image(pair.image, pair.mask, class_size, source=pair.name)
+    crack_px = (masks > 0).reshape(len(masks), -1).sum(axis=1)
+    kinds = tile_kinds(crack_px, bool(pair.mask.any()), min_crack_px)
+    return [(f"{pair.name}@{y},{x}", tile, mask, int(kind))
+            for tile, mask, (y, x), kind in zip(tiles, masks, positions, kinds) if kind >= 0]
+
+
+def _classify(model: nn.Module, folder: RealFolder, class_size: int | None, min_crack_px: int, device: Any,
+              batch_size: int) -> list[tuple[str, str, tuple[int, int], int, dict[str, float]]]:
+    """``(name, image name, (height, width), label, metrics)`` of every input of ``folder``
+    (:func:`_class_inputs`, in order), classified in batches of ``batch_size`` same-size inputs."""
+    out: list[tuple[str, str, tuple[int, int], int, dict[str, float]]] = []
+    pending: list[tuple[str, str, np.ndarray, int]] = []
+
+    def flush() -> None:
+        metrics = classification_metrics_batch(
+            infer.predict_logits(model, np.stack([p[2] for p in pending]), device, "classification"),
+            np.asarray([p[3] for p in pending]))
+        out.extend((name, source, image.shape, label, {k: float(metrics[k][i]) for k in CLASSIFICATION_KEYS})
+                   for i, (name, source, image, label) in enumerate(pending))
+        pending.clear()
+
+    for pair in folder:
+        for name, image, _, label in _class_inputs(pair, class_size, min_crack_px):
+            if pending and (len(pending) == batch_size or image.shape != pending[0][2].shape):
+                flush()
+            pending.append((name, pair.name, image, label))
+    if pending:
+        flush()
+    return out
+
+
+def class_rates(table: pa.Table) -> dict[str, float]:
+    """From a classification table's ``label`` and ``error`` columns: ``miss_rate`` (error over
+    the crack inputs, label 1), ``false_alarm_rate`` (over label 0), their mean
+    ``balanced_error`` (NaN where a class is absent) and the counts ``n_positive``, ``n_negative``."""
+    labels = table.column("label").to_numpy(zero_copy_only=False)
+    errors = table.column("error").to_numpy(zero_copy_only=False).astype(np.float64)
+    miss = float(errors[labels == 1].mean()) if (labels == 1).any() else float("nan")
+    false_alarm = float(errors[labels == 0].mean()) if (labels == 0).any() else float("nan")
+    return {"miss_rate": miss, "false_alarm_rate": false_alarm, "balanced_error": 0.5 * (miss + false_alarm),
+            "n_positive": int((labels == 1).sum()), "n_negative": int((labels == 0).sum())}
 
 
 _TRUE_COLOUR = np.array([0.0, 0.85, 1.0])   # cyan: true boundary only

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from loop.errors import InputError
 from loop.evaluate.real import RealDataError, RealFolder, load_grey_image
-from loop.run.names import ANCHORS, anchors_name, inverse_checkpoint_name
+from loop.run.names import ANCHORS, anchors_name
 from loop.train.inverse import InverseConfig
 from policies.anchored import ANCHOR_SCORES, anchors_table
 
@@ -147,12 +147,12 @@ def estimate_anchors(store: Any, cycle: int, folder: str, *, score: Scorer | Non
 
     found = real_val_folder(folder)
     images = [load_grey_image(p) for p in found.images]
-    result, _, trained = inverse_model(store, cycle, cfg, device=device, say=say, locked=True)
+    result, inverse_uri, trained = inverse_model(store, cycle, cfg, device=device, say=say, locked=True)
     tiles = int(result.meta.get("config", {}).get("tiles", cfg.tiles))
     unit, spread = result.model.predict(images, tiles=tiles)
     scores: dict[str, dict[str, Any]] = {}
     if found.labelled and score is not None:
-        scores = {row["name"]: row for row in score(str(found.root))}
+        scores = per_image_scores(score(str(found.root)))
     rows = []
     for i, path in enumerate(found.images):
         scored = scores.get(path.stem, {})
@@ -163,8 +163,21 @@ def estimate_anchors(store: Any, cycle: int, folder: str, *, score: Scorer | Non
             "spread": {d: float(spread[i, j]) for j, d in enumerate(result.model.dims)},
         })
     return {"cycle": cycle, "real_val": str(found.root), "labelled": found.labelled,
-            "inverse_checkpoint": inverse_checkpoint_name(cycle), "inverse_trained": trained,
+            "inverse_checkpoint": posixpath.basename(inverse_uri), "inverse_trained": trained,
             "dims": list(result.model.dims), "r2": result.meta.get("r2", {}), "images": rows}
+
+
+def per_image_scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each image's scores from scored rows: a row per image as it is, the rows of a tiled
+    image (classification: an ``image`` column) averaged over its tiles."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row.get("image", row["name"]), []).append(row)
+    out = {}
+    for name, group in grouped.items():
+        known = {s: [x for x in (_number(r.get(s)) for r in group) if x is not None] for s in ANCHOR_SCORES}
+        out[name] = {s: math.fsum(v) / len(v) for s, v in known.items() if v}
+    return out
 
 
 def _number(value: Any) -> float | None:

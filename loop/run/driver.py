@@ -374,9 +374,11 @@ def _pooled(images: list[dict[str, Any]], groups: dict[str, dict[str, float]]) -
     """The scores of every real image of every group together (each image counts once)."""
     import pyarrow as pa
 
-    from loop.evaluate.scoring import summarize_metrics
+    from loop.evaluate.scoring import class_rates, summarize_metrics
 
     table = pa.Table.from_pylist(images)
     columns = [k for k in next(iter(groups.values())) if not k.endswith("_std") and k in table.column_names]
     summary = summarize_metrics(table, columns)
+    if "label" in table.column_names:
+        summary.update(class_rates(table))
     return {k: v for k, v in summary.items() if isinstance(v, float)}

@@ -31,7 +31,9 @@ from loop.errors import InputError
 from loop.evaluate.real import SUFFIXES, load_grey_image
 from loop.run.inverse_renders import RENDER_STREAM, render_for_inverse, rendered_targets, run_seed
 from loop.run.lock import RunLock
-from loop.run.names import CHECKPOINTS, REPORTS, inverse_checkpoint_name, locate_report_name
+from loop.run.names import (
+    CHECKPOINTS, REPORTS, inverse_checkpoint_name, legacy_inverse_checkpoint_name, locate_report_name,
+)
 from loop.run.report_json import report_bytes
 from loop.train.inverse import (
     CNN_ARCH, IDENTIFIABLE_R2, InverseConfig, InverseError, InverseResult, identifiable, load_inverse, save_inverse,
@@ -120,6 +122,9 @@ def inverse_model(store: RunStore, cycle: int, cfg: InverseConfig = InverseConfi
     uri = store.path(CHECKPOINTS, name)
     if store.location.exists(CHECKPOINTS, name):
         return _loaded(uri, device, say), uri, False
+    legacy = legacy_inverse_checkpoint_name(cycle)
+    if store.location.exists(CHECKPOINTS, legacy):
+        return _loaded(store.path(CHECKPOINTS, legacy), device, say), store.path(CHECKPOINTS, legacy), False
     with contextlib.nullcontext() if locked else RunLock(store.uri, what="loop locate"):
         if store.location.exists(CHECKPOINTS, name):  # another locate saved it meanwhile
             return _loaded(uri, device, say), uri, False

@@ -67,6 +67,11 @@ def real_report_name(cycle: int) -> str:
 
 def inverse_checkpoint_name(cycle: int) -> str:
     """File name under ``RUN/checkpoints`` of the inverse model trained on the samples up to cycle ``cycle``."""
+    return f"inverse_cycle_{cycle:03d}.safetensors"
+
+
+def legacy_inverse_checkpoint_name(cycle: int) -> str:
+    """The name runs made before 2026-12-04 saved that inverse model under (safetensors bytes already)."""
     return f"inverse_cycle_{cycle:03d}.pt"
 
 

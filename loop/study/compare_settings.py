@@ -50,11 +50,14 @@ def split_policies(text: str) -> tuple[str, ...]:
     return tuple(policies)
 
 
-ENDPOINT_METRICS = ("miou", "error", "boundary_f1", "grain_count_rel_error", "mean_intercept_rel_error")
+ENDPOINT_METRICS = ("miou", "error", "boundary_f1", "grain_count_rel_error", "mean_intercept_rel_error",
+                    "balanced_error", "miss_rate", "false_alarm_rate")
 """The metrics a comparison reports (per source), and so the metrics a primary endpoint may name."""
-REAL_ONLY_METRICS = frozenset({"grain_count_rel_error", "mean_intercept_rel_error"})
-"""Grain statistics of closed grains against the mask (:mod:`loop.evaluate.grains`): scored on real
-images only, so an endpoint naming one must name a real source."""
+REAL_ONLY_METRICS = frozenset({"grain_count_rel_error", "mean_intercept_rel_error", "balanced_error", "miss_rate",
+                               "false_alarm_rate"})
+"""Scored on real images only, so an endpoint naming one must name a real source: grain statistics
+of closed grains against the mask (:mod:`loop.evaluate.grains`) and a classifier's error per class
+on real tiles (:func:`loop.evaluate.scoring.class_rates`)."""
 BASE_SOURCES = ("val", "test", "real")
 """Score sources: the synthetic validation set, the held-out synthetic test set, the real images
 pooled; each real group ``NAME`` is the source ``real/NAME``."""
@@ -206,7 +209,9 @@ class CompareConfig:
         if self.primary is None:
             from generators import get_generator
 
-            metric = "error" if get_generator(self.generator).task == "classification" else "miou"
+            # Real crack tiles are mostly crack-free: their plain error is the false-alarm rate.
+            metric = (("balanced_error" if self.real else "error")
+                      if get_generator(self.generator).task == "classification" else "miou")
             object.__setattr__(self, "primary", f"{'real' if self.real else 'test'}:{metric}")
         source, metric = parse_endpoint(self.primary, self.sources)
         object.__setattr__(self, "primary", f"{source}:{metric}")

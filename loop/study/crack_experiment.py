@@ -65,11 +65,9 @@ from generators.cracks import CrackGenerator, load_space_file
 from generators.textures import Exemplar, make_exemplar
 from loop.config.training import Preset, Stage, TrainConfig, get_preset
 from loop.errors import InputError
+from loop.evaluate.real_tiles import CRACK, DEFAULT_MIN_CRACK_PX, NO_CRACK
 from loop.study.crack_tiles import (
-    CRACK,
     DEFAULT_CAPTURE_GAP,
-    DEFAULT_MIN_CRACK_PX,
-    NO_CRACK,
     PARTS,
     TileSet,
     balanced_draw,

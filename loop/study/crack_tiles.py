@@ -3,19 +3,11 @@
 The paper (§3.1.1) cut 128 × 128 px tiles from its chip images and classified the tiles; a
 whole image shrunk to the classifier's input loses a crack a few pixels wide. So a real
 labelled folder (``DIR/images`` + ``DIR/masks``, :class:`loop.evaluate.real.RealFolder`) is
-cut here into tiles of the model's input size at the images' own resolution:
+cut into tiles of the model's input size at the images' own resolution:
 
-* **Where.** Along each axis of an image of length ``L`` the tiles start at
-  ``ceil(L / stride)`` evenly spaced offsets from 0 to ``L - size`` (:func:`tile_starts`): the
-  tiles cover the image, overlapping only as much as ``L`` is not a multiple of the stride
-  (stride = size by default). An image smaller than a tile along an axis is padded by
-  reflection (image and mask alike) when ``pad``, else left out and counted.
-* **Label.** A tile is ``crack`` (1) when its mask has at least ``min_crack_px`` crack pixels,
-  ``no crack`` (0) when it comes from an image whose mask is empty. A tile of a crack image
-  with no crack pixel (:data:`CLEAN_OF_CRACK_IMAGE`) is kept apart — the crack may sit just
-  outside it, and a mask may miss faint cracks — unless ``crack_image_negatives``; a tile
-  with some but fewer than ``min_crack_px`` crack pixels (:data:`FEW_CRACK_PX`, a crack
-  grazing its border) is always kept apart.
+* **Where and class.** Each image is cut into tiles and each tile gets its class (crack, no
+  crack, or kept apart) as :mod:`loop.evaluate.real_tiles` says; an image smaller than a
+  tile is padded there, or left out and counted here when padding is off.
 * **Groups.** Images of one physical object (several exposures of one tile, repeated
   captures) must fall on one side of a train / val / test split, or the test set shows the
   model objects it has trained on. :func:`physical_groups` derives the groups from the file
@@ -30,7 +22,6 @@ grouping rules, which any dataset named that way gets.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,28 +29,23 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from loop.errors import InputError
 from loop.evaluate.real import RealFolder
+from loop.evaluate.real_tiles import (
+    CRACK,
+    DEFAULT_MIN_CRACK_PX,
+    KIND_NAMES,
+    NO_CRACK,
+    TilingError,
+    tile_image,
+    tile_kinds,
+)
 from loop.train.data import ArrayView
 
 if TYPE_CHECKING:
     from generators.crack_fit import CrackFit
 
-DEFAULT_MIN_CRACK_PX = 20
-"""A tile is a crack tile when its mask has at least this many crack pixels."""
-
 DEFAULT_CAPTURE_GAP = 1500
 """Largest step between consecutive capture numbers inside one physical-tile group (see :func:`capture_groups`)."""
-
-CRACK = 1
-NO_CRACK = 0
-CLEAN_OF_CRACK_IMAGE = -1
-"""A tile without a crack pixel cut from an image whose mask has a crack: kept apart by default."""
-FEW_CRACK_PX = -2
-"""A tile with some, but fewer than ``min_crack_px``, crack pixels: always kept apart."""
-
-KIND_NAMES = {CRACK: "crack", NO_CRACK: "no crack", CLEAN_OF_CRACK_IMAGE: "crack image, no crack pixel",
-              FEW_CRACK_PX: "too few crack pixels"}
 
 CAPTURE_NAME = re.compile(r"^(?P<series>.*?)exp(?P<exposure>\d+)_num_(?P<number>\d+)$")
 """Captures named ``<series>exp<exposure>_num_<number>`` (e.g. ``mt_exp3_num_116541``)."""
@@ -68,10 +54,6 @@ GROUP_RULES = ("auto", "capture", "image")
 """Named grouping rules (:func:`physical_groups`); anything else is taken as a regular expression."""
 
 PARTS = ("train", "val", "test")
-
-
-class TilingError(InputError):
-    """A real folder cannot be tiled as asked (no crack tile, no crack-free image, images too small, bad rule)."""
 
 
 # --- groups -----------------------------------------------------------------------------------
@@ -155,61 +137,6 @@ def physical_groups(names: Sequence[str], rule: str = "auto",
         described = f"regular expression {rule!r}: images with the same match share a group"
     ids: dict[str, int] = {}
     return np.asarray([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64), described
-
-
-# --- tiling ------------------------------------------------------------------------------------
-
-
-def tile_starts(length: int, size: int, stride: int | None = None) -> list[int]:
-    """Start offsets of tiles of ``size`` along an axis of ``length`` >= ``size`` px.
-
-    ``ceil((length - size) / stride) + 1`` tiles, evenly spaced from 0 to ``length - size``
-    (rounded), so they cover the axis and overlap only where they must.
-
-    >>> tile_starts(128, 128), tile_starts(300, 128), tile_starts(256, 128), tile_starts(300, 128, 64)
-    ([0], [0, 86, 172], [0, 128], [0, 57, 115, 172])
-    """
-    stride = size if stride is None else stride
-    if length < size:
-        raise TilingError(f"tile_starts: axis of {length} px is shorter than a {size} px tile")
-    n = math.ceil((length - size) / stride) + 1
-    if n == 1:
-        return [0]
-    return [int(round(i * (length - size) / (n - 1))) for i in range(n)]
-
-
-def tile_image(image: np.ndarray, mask: np.ndarray, size: int, *, pad: bool = True, stride: int | None = None,
-               source: str = "image") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cut ``image`` and its ``mask`` into ``size`` px tiles: ``(images (k,s,s), masks (k,s,s), positions (k,2) y,x)``.
-
-    An image smaller than ``size`` along an axis is reflect-padded (image and mask alike)
-    when ``pad``; otherwise a :class:`TilingError` naming ``source`` is raised.
-    """
-    image, mask = np.asarray(image), np.asarray(mask)
-    if image.shape != mask.shape or image.ndim != 2:
-        raise TilingError(f"{source}: expected a 2-D image and a mask of its size, got {image.shape} and {mask.shape}")
-    height, width = image.shape
-    if height < size or width < size:
-        if not pad:
-            raise TilingError(f"{source}: {width}×{height} px is smaller than a {size} px tile "
-                              f"(pad it, or use a smaller tile)")
-        widths = ((0, max(0, size - height)), (0, max(0, size - width)))
-        image, mask = np.pad(image, widths, mode="reflect"), np.pad(mask, widths, mode="reflect")
-        height, width = image.shape
-    positions = [(y, x) for y in tile_starts(height, size, stride) for x in tile_starts(width, size, stride)]
-    tiles = np.stack([image[y:y + size, x:x + size] for y, x in positions])
-    masks = np.stack([mask[y:y + size, x:x + size] for y, x in positions])
-    return tiles, masks, np.asarray(positions, dtype=np.int64)
-
-
-def tile_kinds(crack_px: np.ndarray, image_has_crack: bool, min_crack_px: int,
-               crack_image_negatives: bool = False) -> np.ndarray:
-    """The kind of each tile of one image from its crack pixel counts (see the module docstring)."""
-    crack_px = np.asarray(crack_px)
-    kinds = np.where(crack_px >= min_crack_px, CRACK, np.where(crack_px > 0, FEW_CRACK_PX, NO_CRACK))
-    if image_has_crack and not crack_image_negatives:
-        kinds = np.where(kinds == NO_CRACK, CLEAN_OF_CRACK_IMAGE, kinds)
-    return kinds.astype(np.int8)
 
 
 @dataclass(frozen=True)

@@ -37,14 +37,15 @@ cannot drive the MLP far outside what it learnt."""
 
 @dataclass(frozen=True)
 class MlpSettings:
-    """How each member's MLP is shaped and trained."""
+    """How each member's MLP is shaped and trained (the defaults are
+    :class:`loop.train.inverse.InverseConfig`'s, given by its ``mlp_settings``)."""
 
-    hidden: int = 192
-    epochs: int = 300
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-3
-    dropout: float = 0.0
+    hidden: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    dropout: float
     bootstrap: bool = True
     calibrate: bool = True
 
@@ -124,7 +125,7 @@ def fit_standardisation(model: FeatureEnsemble, features: np.ndarray) -> None:
 
 
 def train_feature_members(model: FeatureEnsemble, features: np.ndarray, targets: np.ndarray,
-                          generators: Sequence[torch.Generator], settings: MlpSettings = MlpSettings(), *,
+                          generators: Sequence[torch.Generator], settings: MlpSettings, *,
                           progress: Callable[[str], None] | None = None) -> list[float]:
     """Fit ``model``'s standardisation and train each member (its own ``generators[k]``) on ``features``
     -> ``targets`` ((n, d) unit-cube values) with an MSE loss; returns each member's last training MSE."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,8 +66,8 @@ def test_locate_trains_once_writes_the_plot_and_json(smoke_run, real_folder, tmp
     assert "identifiable (held-out test R² >= 0.5):" in result.output
     assert "trained and saved" in result.output
     run = RunStore.open(smoke_run)
-    assert run.location.exists("checkpoints", "inverse_cycle_000.pt")
-    assert run.location.exists("checkpoints", "inverse_cycle_000.pt.sha256")
+    assert run.location.exists("checkpoints", "inverse_cycle_000.safetensors")
+    assert run.location.exists("checkpoints", "inverse_cycle_000.safetensors.sha256")
     with Image.open(f"{smoke_run}/reports/locate_cycle_000/locate.png") as plot:
         assert plot.width > 600 and plot.height > 400
 
@@ -88,6 +90,19 @@ def test_locate_trains_once_writes_the_plot_and_json(smoke_run, real_folder, tmp
             assert dim.low <= e["value"] <= dim.high and e["spread"] >= 0 and e["low"] <= e["high"]
     assert set(report["identifiable"]) <= set(names)
     assert (out / "locate.png").exists() and json.loads((out / "locate.json").read_text())["n_images"] == 2
+
+    # A run made before the inverse model was saved as .safetensors: its .pt file is read, not retrained.
+    checkpoints = Path(smoke_run) / "checkpoints"
+    for suffix in ("", ".sha256"):
+        os.replace(checkpoints / f"inverse_cycle_000.safetensors{suffix}", checkpoints / f"inverse_cycle_000.pt{suffix}")
+    try:
+        result = invoke("locate", smoke_run, "--images", str(real_folder / "images"), "--json", "--out", str(out))
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["trained"] is False
+        assert not (checkpoints / "inverse_cycle_000.safetensors").exists()
+    finally:
+        for suffix in ("", ".sha256"):
+            os.replace(checkpoints / f"inverse_cycle_000.pt{suffix}", checkpoints / f"inverse_cycle_000.safetensors{suffix}")
 
 
 def test_many_images_are_summarised_per_dimension(smoke_run, real_folder, tmp_path) -> None:

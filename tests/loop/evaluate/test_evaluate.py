@@ -16,6 +16,7 @@ from skimage.morphology import disk
 from evaluator_helpers import ArrayView, ConstantNet, MeanClassifier, ThresholdNet, grain_sample
 from loop.evaluate.grains import astm_grain_size_number, closed_grains, grains_per_mm2
 from loop.evaluate.scoring import (
+    ERROR_SHEET,
     PIXEL_SIZE_FILE,
     REAL_GRAIN_KEYS,
     REAL_SEGMENTATION_COLUMNS,
@@ -197,15 +198,46 @@ def test_evaluate_real_summary_is_mean_over_images(grain_folder):
     assert math.isnan(summary["grain_size_distance"])   # NaN in every row
 
 
-def test_evaluate_real_classification(tmp_path):
+def test_evaluate_real_classification_of_whole_images(tmp_path):
     crack = np.zeros((40, 60), np.uint8)
     crack[20, 5:50] = 1
     write_pair(tmp_path, "cracked", np.full((40, 60), 220, np.uint8), crack)
     write_pair(tmp_path, "clean", np.full((50, 45), 210, np.uint8), np.zeros((50, 45), np.uint8))
-    table, summary = evaluate_real(MeanClassifier(), tmp_path, "cpu", class_size=32)
+    table, summary = evaluate_real(MeanClassifier(), tmp_path, "cpu")
     assert summary["task"] == "classification"
-    assert table["name"].to_pylist() == ["clean", "cracked"] and table["label"].to_pylist() == [0, 1]
+    assert table["name"].to_pylist() == table["image"].to_pylist() == ["clean", "cracked"]
+    assert table["label"].to_pylist() == [0, 1] and table["height"].to_pylist() == [50, 40]
     assert table["error"].to_pylist() == [1.0, 0.0] and summary["error"] == 0.5
+
+
+def test_evaluate_real_classification_cuts_tiles_at_the_training_size(tmp_path):
+    """40×60 px with a crack along row 20, columns 5-30, in 32 px tiles: the two left tiles hold
+    26 crack px (crack), the two right ones 3 (fewer than 20: left out); the 50×45 clean image
+    gives four no-crack tiles. The bright-is-crack model misses nothing and false-alarms on all."""
+    crack = np.zeros((40, 60), np.uint8)
+    crack[20, 5:31] = 1
+    write_pair(tmp_path, "cracked", np.full((40, 60), 220, np.uint8), crack)
+    write_pair(tmp_path, "clean", np.full((50, 45), 210, np.uint8), np.zeros((50, 45), np.uint8))
+    table, summary = evaluate_real(MeanClassifier(), tmp_path, "cpu", class_size=32, batch_size=3,
+                                   overlay_dir=tmp_path / "report")
+    assert table["name"].to_pylist() == ["clean@0,0", "clean@0,13", "clean@18,0", "clean@18,13",
+                                         "cracked@0,0", "cracked@8,0"]
+    assert table["image"].to_pylist() == ["clean"] * 4 + ["cracked"] * 2
+    assert table["label"].to_pylist() == [0, 0, 0, 0, 1, 1] and set(table["height"].to_pylist()) == {32}
+    assert (summary["miss_rate"], summary["false_alarm_rate"], summary["balanced_error"]) == (0.0, 1.0, 0.5)
+    assert (summary["n_positive"], summary["n_negative"]) == (2, 4)
+    assert summary["error"] == pytest.approx(4 / 6)
+    sheet = np.asarray(Image.open(tmp_path / "report" / ERROR_SHEET))
+    assert sheet.ndim == 3 and sheet.shape[0] > 100
+    few = evaluate_real(MeanClassifier(), tmp_path, "cpu", class_size=32, min_crack_px=3)[0]
+    assert few["label"].to_pylist().count(1) == 4
+
+
+def test_no_error_sheet_when_every_tile_is_right(tmp_path):
+    write_pair(tmp_path, "clean", np.full((32, 32), 30, np.uint8), np.zeros((32, 32), np.uint8))
+    _, summary = evaluate_real(MeanClassifier(), tmp_path, "cpu", class_size=32, overlay_dir=tmp_path / "report")
+    assert summary["balanced_error"] != summary["balanced_error"]  # no crack tile: NaN
+    assert summary["false_alarm_rate"] == 0.0 and not (tmp_path / "report" / ERROR_SHEET).exists()
 
 
 def test_overlay_colours_and_render(tmp_path):

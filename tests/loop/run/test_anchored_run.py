@@ -129,7 +129,7 @@ def test_an_anchored_run_samples_around_its_real_images_and_resumes_from_them(ra
     for row in data["images"]:
         assert 0 <= row["miou"] <= 1 and 0 <= row["error"] <= 1 and row["loss"] >= 0
         assert "grain_diameter" in row["unit"] and set(row["unit"]) == set(row["spread"]) == set(data["dims"])
-    assert store.location.exists("checkpoints", "inverse_cycle_000.pt")
+    assert store.location.exists("checkpoints", "inverse_cycle_000.safetensors")
     status = run_status(run)["cycles"][0]
     assert status["real_val"]["n_images"] == 2 and status["inverse_r2"] == data["r2"]
     assert set(data["r2"]) == set(data["dims"])

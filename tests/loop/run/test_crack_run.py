@@ -3,6 +3,7 @@ with its own exemplars and samples from a fitted space outside the default one (
 
 from __future__ import annotations
 
+import json
 import pickle
 import tomllib
 from dataclasses import replace
@@ -21,7 +22,7 @@ from loop.cli import main
 from loop.config.fields import ConfigError
 from loop.config.run import RunConfig, run_config_from
 from loop.errors import InputError
-from loop.run.lifecycle import resume_run, run_space
+from loop.run.lifecycle import resume_run, run_space, run_status
 from loop.study.compare_settings import CompareConfig, CompareError
 from stores import RunStore
 
@@ -151,13 +152,40 @@ def test_bad_crack_inputs_are_one_line_and_write_nothing(exemplars, tmp_path):
         assert not (tmp_path / "run").exists()
 
 
+def write_real_cracks(folder: Path) -> Path:
+    """Two 96 px crack images and two crack-free ones (images/ + masks/), standing in for real ones:
+    at the run's 64 px, four tiles each."""
+    gen = get_generator("cracks")
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i, p in enumerate(gen.space.sample(np.random.default_rng(4), 4)):
+        sample = gen.render({**p, "crack_probability": float(i < 2), "width": 0.03}, 70 + i, 96)
+        Image.fromarray(sample.image).save(folder / "images" / f"t{i}.png")
+        Image.fromarray(sample.mask * 255).save(folder / "masks" / f"t{i}.png")
+    return folder
+
+
 def test_a_crack_run_samples_its_fitted_space_and_renders_its_exemplars(ray_local, exemplars, tmp_path):
     space_file = save_space_file(fitted_space(), tmp_path / "fit.toml")
+    real = write_real_cracks(tmp_path / "real")
     result = start(tmp_path, "--generator", "cracks", "--cycles", "1", "--space", str(space_file),
-                   "--exemplars", str(exemplars))
+                   "--exemplars", str(exemplars), "--real", str(real))
     assert result.exit_code == 0, result.output
     run = str(tmp_path / "run")
     resume_run(run, cycles=2, say=lambda line: None)
+
+    # Real crack images are scored tile by tile at the run's size, each class apart.
+    real_scores = run_status(run)["cycles"][2]["real"]
+    assert real_scores["balanced_error"] == pytest.approx(
+        0.5 * (real_scores["miss_rate"] + real_scores["false_alarm_rate"]))
+    status = CliRunner().invoke(main, ["status", run])
+    assert status.exit_code == 0 and "real bal. error" in status.output, status.output
+    scored = CliRunner().invoke(main, ["evaluate", run, "--real", str(real), "--json"])
+    assert scored.exit_code == 0, scored.output
+    report = json.loads(scored.output)
+    assert report["n_negative"] == 8 and {r["height"] for r in report["images"]} == {64}  # 2 images × 4 tiles
+    assert all("@" in r["name"] for r in report["images"]) and 1 <= report["n_positive"] <= 8
+    assert report["balanced_error"] == real_scores["balanced_error"]
 
     store = RunStore.open(run)
     config = run_config_from(store.config["run"])

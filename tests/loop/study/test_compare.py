@@ -128,6 +128,11 @@ def test_primary_endpoint_and_reference_are_declared_up_front_and_frozen(tmp_pat
     assert grains.primary == "real/iron:mean_intercept_rel_error"
     with pytest.raises(CompareError, match="unknown source 'real/zinc'; expected one of val, test, real, real/iron$"):
         CompareConfig(**dict(TINY, primary="real/zinc:miou", real=("iron=/x",)))
+    cracks = CompareConfig(**dict(TINY, generator="cracks", real=("tiles=/data/cracks",)))
+    assert cracks.primary == "real:balanced_error"  # crack-free tiles would make plain error the false-alarm rate
+    assert CompareConfig(**dict(TINY, generator="cracks")).primary == "test:error"
+    with pytest.raises(CompareError, match="balanced_error is scored on real images only"):
+        CompareConfig(**dict(TINY, generator="cracks", primary="test:balanced_error"))
     assert CompareConfig(**dict(TINY, policies="sobol,worst10")).reference == "sobol"  # no random: the first
     assert CompareConfig(**dict(TINY, policies="worst10,random")).reference == "random"
 
@@ -135,7 +140,8 @@ def test_primary_endpoint_and_reference_are_declared_up_front_and_frozen(tmp_pat
 @pytest.mark.parametrize(("given", "message"), [
     (dict(primary="nope:miou"), "--primary 'nope:miou': unknown source 'nope'; expected one of val, test"),
     (dict(primary="val:nope"), "--primary 'val:nope': unknown metric 'nope'; expected one of miou, error, boundary_f1, "
-                               "grain_count_rel_error, mean_intercept_rel_error"),
+                               "grain_count_rel_error, mean_intercept_rel_error, balanced_error, miss_rate, "
+                               "false_alarm_rate"),
     (dict(primary="test:grain_count_rel_error"), "--primary 'test:grain_count_rel_error': grain_count_rel_error is "
                                                  "scored on real images only; expected source real or real/NAME"),
     (dict(primary="miou"), "--primary 'miou': expected SOURCE:METRIC"),

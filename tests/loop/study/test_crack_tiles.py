@@ -11,21 +11,15 @@ from PIL import Image
 
 from loop.cli import main
 from loop.evaluate.real import RealDataError
+from loop.evaluate.real_tiles import CLEAN_OF_CRACK_IMAGE, CRACK, FEW_CRACK_PX, NO_CRACK, TilingError, tile_image, tile_starts
 from loop.study.crack_tiles import (
-    CLEAN_OF_CRACK_IMAGE,
-    CRACK,
-    FEW_CRACK_PX,
-    NO_CRACK,
     PARTS,
-    TilingError,
     balanced_draw,
     capture_groups,
     grouped_split,
     load_tiles,
     oversampled,
     physical_groups,
-    tile_image,
-    tile_starts,
 )
 
 
