@@ -95,7 +95,7 @@ def status(run: str, as_json: bool) -> None:
     has_rates = any("balanced_error" in c.get("real", {}) for c in info["cycles"])
     columns = ["cycle", "state", "samples", "val miou", "val error", *(["test miou", "test error"] if has_test else []),
                "real miou", "real error", *(["real bal. error", "real miss", "real false alarm"] if has_rates else []),
-               *(f"{name} miou" for name in groups),
+               *(f"{name} {'bal. error' if has_rates else 'miou'}" for name in groups),
                *(["real-val miou"] if has_real_val else []), "s gen/train/eval"]
     for column in columns:
         table.add_column(column, no_wrap=column != "samples")
@@ -107,7 +107,8 @@ def status(run: str, as_json: bool) -> None:
             *([fmt(test.get("miou")), fmt(test.get("error"))] if has_test else []),
             fmt(real.get("miou")), fmt(real.get("error")),
             *([fmt(real.get(k)) for k in rates] if has_rates else []),
-            *(fmt(c.get("real_groups", {}).get(name, {}).get("miou")) for name in groups),
+            *(fmt(c.get("real_groups", {}).get(name, {}).get("balanced_error" if has_rates else "miou"))
+              for name in groups),
             *([fmt(c.get("real_val", {}).get("miou"))] if has_real_val else []),
             "/".join(fmt(wall.get(k), ".0f") for k in ("generated", "trained", "evaluated")),
         )

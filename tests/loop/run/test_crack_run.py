@@ -169,7 +169,7 @@ def test_a_crack_run_samples_its_fitted_space_and_renders_its_exemplars(ray_loca
     space_file = save_space_file(fitted_space(), tmp_path / "fit.toml")
     real = write_real_cracks(tmp_path / "real")
     result = start(tmp_path, "--generator", "cracks", "--cycles", "1", "--space", str(space_file),
-                   "--exemplars", str(exemplars), "--real", str(real))
+                   "--exemplars", str(exemplars), "--real", f"tiles={real}")
     assert result.exit_code == 0, result.output
     run = str(tmp_path / "run")
     resume_run(run, cycles=2, say=lambda line: None)
@@ -180,6 +180,7 @@ def test_a_crack_run_samples_its_fitted_space_and_renders_its_exemplars(ray_loca
         0.5 * (real_scores["miss_rate"] + real_scores["false_alarm_rate"]))
     status = CliRunner().invoke(main, ["status", run])
     assert status.exit_code == 0 and "real bal. error" in status.output, status.output
+    assert "tiles bal. error" in status.output and "tiles miou" not in status.output  # the group's column
     scored = CliRunner().invoke(main, ["evaluate", run, "--real", str(real), "--json"])
     assert scored.exit_code == 0, scored.output
     report = json.loads(scored.output)
