@@ -221,10 +221,9 @@ def measure_mask(mask: np.ndarray, image: np.ndarray | None = None, source: str 
                 intensity = float(background - np.median(grey[path[:, 0], path[:, 1]]))
                 widths_px = widths_px * _darkness_width_factor(grey, crack, path, background, intensity,
                                                                float(np.median(widths_px)))
-        rows, cols = np.nonzero(crack)
-        centroid = (float(rows.mean() + 0.5) / m.shape[0], float(cols.mean() + 0.5) / m.shape[1])
         out.append(CrackMeasure(source=source, segments=len(lengths), segment_lengths=lengths / side,
-                                turns_deg=turns, widths=widths_px / side, intensity=intensity, centroid=centroid))
+                                turns_deg=turns, widths=widths_px / side, intensity=intensity,
+                                centroid=mask_centroid(crack)))
     return out
 
 
@@ -417,6 +416,12 @@ def fit_pairs(pairs: Iterable[tuple[str, np.ndarray, np.ndarray | None]], where:
                     fitted=fitted, medians=medians, counts=counts, background=background)
 
 
+def mask_centroid(mask: np.ndarray) -> tuple[float, float]:
+    """Centroid (row, column) of a non-empty mask's pixels, as fractions of its height and width."""
+    rows, cols = np.nonzero(mask)
+    return float(rows.mean() + 0.5) / mask.shape[0], float(cols.mean() + 0.5) / mask.shape[1]
+
+
 def centroid_offset(centroids: Sequence[tuple[float, float]]) -> float:
     """Mean distance of the centroids from the image centre along each axis (fractions of the side)."""
     return float(np.mean(np.abs(np.asarray(centroids, dtype=float) - 0.5)))
@@ -433,10 +438,8 @@ def fit_centre_spread(centroids: Sequence[tuple[float, float]], geometry: ParamS
         for params in geometry.sample(rng, CENTRE_DRAWS):
             _, mask = rasterize_crack(crack_shape(rng, {**params, "centre_spread": float(spread)}, CENTRE_SIZE),
                                       CENTRE_SIZE)
-            rows, cols = np.nonzero(mask)
-            if not len(rows):
-                continue
-            found.append(((rows.mean() + 0.5) / CENTRE_SIZE, (cols.mean() + 0.5) / CENTRE_SIZE))
+            if mask.any():
+                found.append(mask_centroid(mask))
         simulated.append(centroid_offset(found))
     curve = np.maximum.accumulate(np.asarray(simulated))
     return float(np.interp(centroid_offset(centroids), curve, CENTRE_GRID))

@@ -88,6 +88,18 @@ def tile_image(image: np.ndarray, mask: np.ndarray, size: int, *, pad: bool = Tr
     return tiles, masks, np.asarray(positions, dtype=np.int64)
 
 
+def classified_tiles(image: np.ndarray, mask: np.ndarray, size: int, min_crack_px: int, *, pad: bool = True,
+                     stride: int | None = None, crack_image_negatives: bool = False, source: str = "image"
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One image's tiles with their class: ``(images, masks (0/1 uint8), positions, crack_px, kinds)``
+    (:func:`tile_image`, then :func:`tile_kinds` from each tile's crack pixel count)."""
+    tiles, masks, positions = tile_image(image, mask, size, pad=pad, stride=stride, source=source)
+    masks = (masks > 0).astype(np.uint8)
+    crack_px = masks.reshape(len(masks), -1).sum(axis=1).astype(np.int64)
+    kinds = tile_kinds(crack_px, bool(np.asarray(mask).any()), min_crack_px, crack_image_negatives)
+    return tiles, masks, positions, crack_px, kinds
+
+
 def tile_kinds(crack_px: np.ndarray, image_has_crack: bool, min_crack_px: int,
                crack_image_negatives: bool = False) -> np.ndarray:
     """The kind of each tile of one image from its crack pixel counts (see the module docstring)."""

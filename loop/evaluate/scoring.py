@@ -49,7 +49,7 @@ from loop.evaluate.metrics import (
     segmentation_metrics,
 )
 from loop.evaluate.real import RealDataError, RealFolder
-from loop.evaluate.real_tiles import DEFAULT_MIN_CRACK_PX, tile_image, tile_kinds
+from loop.evaluate.real_tiles import DEFAULT_MIN_CRACK_PX, classified_tiles
 
 DEFAULT_THRESHOLD = 0.5
 """Boundary probability at or above which a pixel is predicted boundary."""
@@ -477,9 +477,8 @@ def _class_inputs(pair: Any, class_size: int | None, min_crack_px: int
     tiles with a class at ``class_size``, or the whole image without one."""
     if class_size is None:
         return [(pair.name, pair.image, pair.mask, int(pair.mask.any()))]
-    tiles, masks, positions = tile_image(pair.image, pair.mask, class_size, source=pair.name)
-    crack_px = (masks > 0).reshape(len(masks), -1).sum(axis=1)
-    kinds = tile_kinds(crack_px, bool(pair.mask.any()), min_crack_px)
+    tiles, masks, positions, _, kinds = classified_tiles(pair.image, pair.mask, class_size, min_crack_px,
+                                                         source=pair.name)
     return [(f"{pair.name}@{y},{x}", tile, mask, int(kind))
             for tile, mask, (y, x), kind in zip(tiles, masks, positions, kinds) if kind >= 0]
 

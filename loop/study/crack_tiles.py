@@ -36,8 +36,7 @@ from loop.evaluate.real_tiles import (
     KIND_NAMES,
     NO_CRACK,
     TilingError,
-    tile_image,
-    tile_kinds,
+    classified_tiles,
 )
 from loop.train.data import ArrayView
 
@@ -224,14 +223,14 @@ def load_tiles(real_dir: str | Path, size: int, *, min_crack_px: int = DEFAULT_M
                 skipped.append(pair.name)
                 continue
             padded.append(pair.name)
-        tiles, masks, positions = tile_image(pair.image, pair.mask, size, pad=pad, stride=stride, source=pair.name)
-        masks = (masks > 0).astype(np.uint8)
-        crack_px = masks.reshape(len(masks), -1).sum(axis=1).astype(np.int64)
+        tiles, masks, positions, crack_px, kinds = classified_tiles(
+            pair.image, pair.mask, size, min_crack_px, pad=pad, stride=stride,
+            crack_image_negatives=crack_image_negatives, source=pair.name)
         has_crack = bool(pair.mask.any())
         any_crack_image |= has_crack
         any_clean_image |= not has_crack
         for key, value in (("images", tiles), ("masks", masks), ("crack_px", crack_px),
-                           ("kind", tile_kinds(crack_px, has_crack, min_crack_px, crack_image_negatives)),
+                           ("kind", kinds),
                            ("source", np.full(len(tiles), i, np.int64)), ("group", np.full(len(tiles), group_of[i])),
                            ("position", positions)):
             parts[key].append(value)
