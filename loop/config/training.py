@@ -19,9 +19,10 @@ Presets (:func:`get_preset`):
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 from generators.base import TASKS
 from loop.config.fields import ConfigError, DictFields, check_bool, check_float, check_int, fail, set_field
 
@@ -219,6 +220,10 @@ class Preset:
 
     ``classification_stages`` replaces the schedule when the preset is asked for the
     classification task (the paper trained its crack classifier differently, §3.1.2).
+    ``classification_min_steps``: a run's classifier schedule is sized to its training set
+    (:func:`sized_stages`) so that every stage has at least this many optimiser steps — a
+    classifier learns from steps, and a loop's few hundred images at the preset's epochs give
+    too few (the cpu preset's 90 left a crack classifier at chance; 252 did not).
     """
 
     name: str
@@ -226,6 +231,7 @@ class Preset:
     train: TrainConfig
     description: str
     classification_stages: tuple[Stage, ...] | None = None
+    classification_min_steps: int = 0
 
     def for_task(self, task: str, classes: int | None = None) -> "Preset":
         """This preset for ``task`` (segmentation or classification, with ``classes``)."""
@@ -239,9 +245,60 @@ class Preset:
             train = dataclasses.replace(train, stages=self.classification_stages)
         return dataclasses.replace(self, model=model, train=train)
 
+    def sized_for(self, n_train: int) -> "Preset":
+        """This preset with a classifier's stages sized to ``n_train`` training samples
+        (``classification_min_steps`` optimiser steps per stage at least, :func:`sized_stages`);
+        a segmentation preset, or one without a minimum, as it is."""
+        if self.model.task != "classification" or not self.classification_min_steps:
+            return self
+        stages = sized_stages(self.train.stages, n_train, min_steps=self.classification_min_steps)
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, stages=stages))
+
     def to_dict(self) -> dict[str, Any]:
         """``{"preset": name, "model": {...}, "train": {...}}``, TOML-ready."""
         return {"preset": self.name, "model": self.model.to_dict(), "train": self.train.to_dict()}
+
+
+MIN_STEPS_PER_EPOCH = 4
+"""A sized schedule's batch is at most this fraction of the training set, so an epoch has at least this many steps."""
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of ``n`` samples: a short last batch is dropped (BatchNorm
+    needs more than one sample) unless it is the only one.
+
+    >>> steps_per_epoch(300, 16), steps_per_epoch(10, 16)
+    (18, 1)
+    """
+    return n // batch_size if n > batch_size else 1
+
+
+def sized_stages(stages: Sequence[Stage], n: int, *, min_steps: int, epochs: int | None = None,
+                 repeat: int = 1) -> tuple[Stage, ...]:
+    """``stages`` sized to a training set of ``n`` samples (the same rule for every model).
+
+    Per stage: batch = min(the stage's batch, n // :data:`MIN_STEPS_PER_EPOCH`), at least 2
+    (BatchNorm) and never more than ``n``; epochs = ``epochs`` (default the stage's) passes
+    over the data, where a set whose rarer class is repeated ``repeat`` times makes one
+    epoch count as ``repeat`` passes; then raised until the stage has at least
+    ``min_steps`` optimiser steps (a short last batch is dropped, so an epoch is
+    ``n // batch`` steps).
+
+    >>> s = Stage(size=128, epochs=5, freeze_encoder=False, lr_max=3e-4, batch_size=256)
+    >>> [(t.batch_size, t.epochs) for t in sized_stages([s], 42, min_steps=30)]
+    [(10, 8)]
+    """
+    if n < 1:
+        raise fail("training set", n, "at least one sample")
+    out = []
+    for stage in stages:
+        batch = min(stage.batch_size, max(2, n // MIN_STEPS_PER_EPOCH), n)
+        steps = steps_per_epoch(n, batch)
+        passes = stage.epochs if epochs is None else epochs
+        count = max(1, math.ceil(passes / max(1, repeat)), math.ceil(min_steps / steps))
+        out.append(dataclasses.replace(stage, batch_size=batch, epochs=count))
+    return tuple(out)
+
 
 
 PAPER = Preset(
@@ -260,11 +317,13 @@ PAPER = Preset(
         Stage(size=128, epochs=4, freeze_encoder=True, lr_max=1e-3, batch_size=256),
         Stage(size=128, epochs=5, freeze_encoder=False, lr_max=3e-4, batch_size=256),
     ),
+    classification_min_steps=100,
 )
 
 CPU = Preset(
     name="cpu",
-    description="ResNet18 U-Net on a small CPU: head 2 ep @64, all 3 ep @128",
+    description="ResNet18 U-Net on a small CPU: head 2 ep @64, all 3 ep @128 (a classifier: both @128, "
+                "at least 126 steps each)",
     model=ModelConfig(encoder="resnet18"),
     train=TrainConfig(
         stages=(
@@ -273,6 +332,12 @@ CPU = Preset(
         ),
         num_workers=0,
     ),
+    # at 128 px throughout: shrinking a crack a few pixels wide to 64 px halves it
+    classification_stages=(
+        Stage(size=128, epochs=2, freeze_encoder=True, lr_max=3e-3, batch_size=16),
+        Stage(size=128, epochs=3, freeze_encoder=False, lr_max=1e-3, batch_size=16),
+    ),
+    classification_min_steps=126,
 )
 
 SMOKE = Preset(

@@ -104,9 +104,10 @@ the part of the preset (model or train configuration) each belongs to."""
 
 def resolved_preset(config: RunConfig, overrides: Mapping[str, Any] | None = None) -> Preset:
     """The training preset of ``config`` for its generator's task, with ``overrides`` (names of
-    :data:`PRESET_OVERRIDES`; ``None`` values keep the preset's) set and checked."""
+    :data:`PRESET_OVERRIDES`; ``None`` values keep the preset's) set and checked; a classifier's
+    schedule sized to the run's initial training set (:meth:`Preset.sized_for`)."""
     generator = get_generator(config.generator)
-    preset = get_preset(config.preset, task=generator.task)
+    preset = get_preset(config.preset, task=generator.task).sized_for(config.n_train)
     for name, value in (overrides or {}).items():
         if name not in PRESET_OVERRIDES:
             raise RunError(f"override {name!r}: unknown; expected some of {', '.join(PRESET_OVERRIDES)}")

@@ -63,7 +63,7 @@ import tomli_w
 
 from generators.cracks import CrackGenerator, load_space_file
 from generators.textures import Exemplar, make_exemplar
-from loop.config.training import Preset, Stage, TrainConfig, get_preset
+from loop.config.training import Preset, Stage, TrainConfig, get_preset, sized_stages
 from loop.errors import InputError
 from loop.evaluate.real_tiles import CRACK, DEFAULT_MIN_CRACK_PX, NO_CRACK
 from loop.study.crack_tiles import (
@@ -119,9 +119,6 @@ REAL_EPOCHS = {"paper": 10, "cpu": 6, "smoke": 1}
 
 MIN_STEPS = {"paper": 100, "cpu": 30, "smoke": 1}
 """Default minimum optimiser steps per training stage, per preset."""
-
-MIN_STEPS_PER_EPOCH = 4
-"""A batch is at most this fraction of the training set, so an epoch has at least this many steps."""
 
 MAX_REPEAT = 4
 """Default most repeats of a crack tile when balancing the real training set by sampling."""
@@ -232,33 +229,6 @@ class ExperimentConfig:
 
 
 # --- schedules ---------------------------------------------------------------------------------
-
-
-def sized_stages(stages: Sequence[Stage], n: int, *, min_steps: int, epochs: int | None = None,
-                 repeat: int = 1) -> tuple[Stage, ...]:
-    """``stages`` sized to a training set of ``n`` samples (the same rule for every model).
-
-    Per stage: batch = min(the stage's batch, n // :data:`MIN_STEPS_PER_EPOCH`), at least 2
-    (BatchNorm) and never more than ``n``; epochs = ``epochs`` (default the stage's) passes
-    over the data, where a set whose rarer class is repeated ``repeat`` times makes one
-    epoch count as ``repeat`` passes; then raised until the stage has at least
-    ``min_steps`` optimiser steps (a short last batch is dropped, so an epoch is
-    ``n // batch`` steps).
-
-    >>> s = Stage(size=128, epochs=5, freeze_encoder=False, lr_max=3e-4, batch_size=256)
-    >>> [(t.batch_size, t.epochs) for t in sized_stages([s], 42, min_steps=30)]
-    [(10, 8)]
-    """
-    if n < 1:
-        raise ExperimentError("training set: expected at least one sample, got none")
-    out = []
-    for stage in stages:
-        batch = min(stage.batch_size, max(2, n // MIN_STEPS_PER_EPOCH), n)
-        steps_per_epoch = n // batch if n > batch else 1
-        passes = stage.epochs if epochs is None else epochs
-        count = max(1, math.ceil(passes / max(1, repeat)), math.ceil(min_steps / steps_per_epoch))
-        out.append(dataclasses.replace(stage, batch_size=batch, epochs=count))
-    return tuple(out)
 
 
 def tile_stages(stages: Sequence[Stage], size: int) -> tuple[Stage, ...]:

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from loop.train.augment import augment_pair, resize_pair, to_unit_float
 from loop.train.checkpoints import load_checkpoint, load_state_into, read_digest, save_checkpoint
-from loop.config.training import AugmentConfig, ModelConfig, Stage, TrainConfig
+from loop.config.training import AugmentConfig, ModelConfig, Stage, TrainConfig, steps_per_epoch
 from loop.train.losses import build_loss
 from loop.train.device import resolve_device
 from loop.train.model import build_model, set_encoder_frozen
@@ -107,7 +107,7 @@ class _StageBatches(Sampler):
         self.batch_size = batch_size
         self.epochs = epochs
         self.generator = generator
-        self.steps_per_epoch = n // batch_size if n > batch_size else 1
+        self.steps_per_epoch = steps_per_epoch(n, batch_size)
         self.start_epoch = start_epoch
         self.start_step = start_step
         self._epoch_states: dict[int, torch.Tensor] = {}

@@ -22,7 +22,8 @@ from loop.cli import main
 from loop.config.fields import ConfigError
 from loop.config.run import RunConfig, run_config_from
 from loop.errors import InputError
-from loop.run.lifecycle import resume_run, run_space, run_status
+from loop.config.training import PRESETS, get_preset, steps_per_epoch
+from loop.run.lifecycle import resolved_preset, resume_run, run_space, run_status
 from loop.study.compare_settings import CompareConfig, CompareError
 from stores import RunStore
 
@@ -211,3 +212,27 @@ def test_a_crack_run_samples_its_fitted_space_and_renders_its_exemplars(ray_loca
     with pytest.raises(InputError, match="changed since"):
         resume_run(run, cycles=3, say=lambda line: None)
     assert (tmp_path / "run" / "journal.jsonl").read_text() == journal
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+def test_a_run_classifier_gets_the_presets_minimum_of_steps_per_stage(preset):
+    """A crack run's few hundred images at the preset's epochs gave a classifier 90 steps (it
+    stayed at chance); its schedule is sized to its training set instead, frozen in run.toml."""
+    p = get_preset(preset, task="classification")
+    assert p.classification_min_steps > 0
+    for n_train in (40, 300, 3200):
+        config = RunConfig.for_preset(preset, generator="cracks", n_train=n_train)
+        stages = resolved_preset(config).train.stages
+        assert len(stages) == len(p.train.stages)
+        for stage, base in zip(stages, p.train.stages):
+            assert stage.epochs * steps_per_epoch(n_train, stage.batch_size) >= p.classification_min_steps
+            assert stage.epochs >= base.epochs and stage.size == base.size
+            assert stage.freeze_encoder == base.freeze_encoder and stage.lr_max == base.lr_max
+    cpu = resolved_preset(RunConfig.for_preset("cpu", generator="cracks")).train.stages
+    assert [(s.size, s.epochs, s.batch_size) for s in cpu] == [(128, 7, 16), (128, 7, 16)]
+
+
+def test_a_segmentation_run_keeps_the_presets_epochs():
+    for preset in PRESETS:
+        config = RunConfig.for_preset(preset)
+        assert resolved_preset(config).train.stages == get_preset(preset).train.stages

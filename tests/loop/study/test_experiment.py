@@ -22,7 +22,6 @@ from loop.study.crack_experiment import (
     ExperimentError,
     base_schedule,
     seed_data,
-    sized_stages,
     table1_summary,
     synthetic_view,
 )
@@ -84,25 +83,6 @@ def test_every_stage_trains_at_the_tile_size() -> None:
         _, schedule = base_schedule(ExperimentConfig(real_dir="x", preset=preset, tile_size=tile))
         assert {s.size for s in schedule.stages} == {size}
         assert [s.freeze_encoder for s in schedule.stages] == [True, False]  # the preset's head, then all layers
-
-
-@pytest.mark.parametrize("batch", [4, 16, 64, 256])
-def test_sized_stages_never_batch_more_than_the_set(batch: int) -> None:
-    stages = (Stage(size=64, epochs=2, freeze_encoder=True, lr_max=1e-3, batch_size=batch),
-              Stage(size=128, epochs=3, freeze_encoder=False, lr_max=3e-4, batch_size=batch))
-    for n in list(range(1, 70)) + [100, 357, 1000, 5000]:
-        for repeat in (1, 3):
-            sized = sized_stages(stages, n, min_steps=25, epochs=10, repeat=repeat)
-            for stage in sized:
-                assert 1 <= stage.batch_size <= min(n, batch)
-                assert stage.batch_size >= min(2, n)
-                steps = n // stage.batch_size if n > stage.batch_size else 1
-                assert stage.epochs * steps >= 25  # the minimum number of optimiser steps
-                assert stage.epochs >= -(-10 // repeat)
-                if n >= 8:
-                    assert steps >= 4  # a batch is at most a quarter of the set
-    with pytest.raises(ExperimentError, match="at least one sample"):
-        sized_stages(stages, 0, min_steps=1)
 
 
 def test_bad_config() -> None:
