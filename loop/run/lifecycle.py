@@ -119,12 +119,15 @@ def resolved_preset(config: RunConfig, overrides: Mapping[str, Any] | None = Non
 
 
 def start_run(run: str, config: RunConfig, *, address: str | None = None,
-              overrides: Mapping[str, Any] | None = None, say: Callable[[str], None] = print, train_progress: TrainProgress | None = None) -> None:
+              overrides: Mapping[str, Any] | None = None, say: Callable[[str], None] = print,
+              train_progress: TrainProgress | None = None, threads: int | None = None) -> None:
     """Create run ``run`` with ``config`` and run all its cycles.
 
     ``overrides``: preset settings (:data:`PRESET_OVERRIDES`), frozen with the rest in run.toml.
     ``say`` gets the progress lines; ``train_progress`` gets the training progress records
-    while a model trains (see :class:`loop.run.driver.CycleDriver`).
+    while a model trains (see :class:`loop.run.driver.CycleDriver`). ``threads``: torch CPU
+    threads of the run's trainer and evaluator (default: every core of their node; a
+    comparison driving several runs at once on CPUs gives each its share).
     """
     from stores import RunStore
 
@@ -139,14 +142,15 @@ def start_run(run: str, config: RunConfig, *, address: str | None = None,
     store = RunStore.create(run, generator_name=generator.name, generator_version=generator.version,
                             task=generator.task, space=run_space(config),
                             config={"run": config.to_dict(), **preset.to_dict()})
-    _drive(store.uri, config.cycles, address, say, train_progress, started=True)
+    _drive(store.uri, config.cycles, address, say, train_progress, started=True, threads=threads)
 
 
 def resume_run(run: str, cycles: int | None = None, *, address: str | None = None,
-               say: Callable[[str], None] = print, train_progress: TrainProgress | None = None) -> None:
+               say: Callable[[str], None] = print, train_progress: TrainProgress | None = None,
+               threads: int | None = None) -> None:
     """Go on with run ``run`` after a crash or a kill, or add cycles (``cycles`` = new total).
 
-    ``say`` and ``train_progress`` as for :func:`start_run`.
+    ``say``, ``train_progress`` and ``threads`` as for :func:`start_run`.
     """
     from stores import RunStore
 
@@ -168,7 +172,7 @@ def resume_run(run: str, cycles: int | None = None, *, address: str | None = Non
         cycles = target
     elif cycles < target:
         raise RunError(f"--cycles {cycles}: the run already aims at {target} cycles; expected at least {target}")
-    _drive(store.uri, cycles, address, say, train_progress, started=False)
+    _drive(store.uri, cycles, address, say, train_progress, started=False, threads=threads)
 
 
 def _check_journal_matches_data(store: Any, journal: Journal) -> None:
@@ -188,7 +192,7 @@ def _check_journal_matches_data(store: Any, journal: Journal) -> None:
 
 
 def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None],
-           train_progress: TrainProgress | None, *, started: bool) -> None:
+           train_progress: TrainProgress | None, *, started: bool, threads: int | None = None) -> None:
     from stores import RunStore
 
     with RunLock(run) as lock:
@@ -201,7 +205,7 @@ def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None
         preset = _preset_from_store(store.config)
         journal = Journal(store.path(JOURNAL), guard=lock.check)  # a lost lease stops the driver's writes
         journal.append("started" if started else "resumed", cycles=cycles, pid=os.getpid())
-        with ray_session(address), _actors() as (trainer, evaluator, workers):
+        with ray_session(address), _actors(threads) as (trainer, evaluator, workers):
             driver = CycleDriver(store, journal, config, preset, trainer=trainer, evaluator=evaluator,
                                  workers=config.workers or workers, say=say, train_progress=train_progress)
             driver.run(cycles)
@@ -218,8 +222,9 @@ def _preset_from_store(config: dict[str, Any]) -> Preset:
 
 
 @contextlib.contextmanager
-def _actors() -> Iterator[tuple[Any, Any, int]]:
-    """The trainer and evaluator actors and the number of generator workers the cluster allows."""
+def _actors(threads: int | None = None) -> Iterator[tuple[Any, Any, int]]:
+    """The trainer and evaluator actors (``threads`` torch CPU threads each; default every core
+    of their node) and the number of generator workers the cluster allows."""
     import ray
 
     from loop.run.evaluator_actor import EvaluatorActor
@@ -233,8 +238,8 @@ def _actors() -> Iterator[tuple[Any, Any, int]]:
         # They also take turns on the GPU, so each reserves half of one: a whole GPU each would
         # leave the evaluator unscheduled, and the run waiting for it, on a one-GPU cluster.
         options["num_gpus"] = 0.5
-    trainer = TrainerActor.options(**options).remote()
-    evaluator = EvaluatorActor.options(**options).remote()
+    trainer = TrainerActor.options(**options).remote(num_threads=threads)
+    evaluator = EvaluatorActor.options(**options).remote(num_threads=threads)
     try:
         yield trainer, evaluator, max(1, int(resources.get("CPU", 1)))
     finally:

@@ -29,6 +29,20 @@ from loop.study.compare_settings import (
     BASE, CompareError, Say, read_settings, resolve_settings, run_dir, split_policies,
 )
 
+def threads_per_run(cluster_resources: Mapping[str, float], slots: int) -> int | None:
+    """Torch CPU threads for each of ``slots`` runs driven at once on a CPU cluster: its share
+    of the cluster's cores (at least one), so that runs side by side do not each start a thread
+    per core and oversubscribe them; ``None`` (a run's default, every core) for one run at a
+    time or on GPUs.
+
+    >>> threads_per_run({"CPU": 16.0}, 4), threads_per_run({"CPU": 2.0}, 3), threads_per_run({"CPU": 8.0}, 1)
+    (4, 1, None)
+    """
+    if slots <= 1 or cluster_resources.get("GPU", 0):
+        return None
+    return max(1, int(float(cluster_resources.get("CPU", 1))) // slots)
+
+
 def parallel_runs(cluster_resources: Mapping[str, float]) -> int:
     """How many runs to drive at once on a cluster with ``cluster_resources``.
 
@@ -120,8 +134,9 @@ def _finished(run: str, cycles: int) -> bool:
 
 def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | None, say: Say,
                train_progress: Callable[[dict[str, Any]], None] | None = None,
-               overrides: Mapping[str, Any] | None = None) -> str:
-    """Bring ``run`` to cycle ``config.cycles``: skip it, resume it, or start (or fork from ``base``) it.
+               overrides: Mapping[str, Any] | None = None, threads: int | None = None) -> str:
+    """Bring ``run`` to cycle ``config.cycles``: skip it, resume it, or start (or fork from ``base``) it,
+    its actors with ``threads`` torch threads (:func:`loop.run.lifecycle.start_run`).
     Returns what was done: ``"skipped"``, ``"resumed"``, ``"started"`` or ``"forked"``."""
     from loop.run.fork import fork_run
     from loop.run.lifecycle import resume_run, run_status, start_run
@@ -137,14 +152,14 @@ def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | 
             return "skipped"
         target = status["target_cycles"]
         resume_run(run, None if target >= config.cycles else config.cycles, address=address, say=say,
-                   train_progress=train_progress)
+                   train_progress=train_progress, threads=threads)
         return "resumed"
     if base is None:
         start_run(run, config, address=address, overrides=overrides, say=say,
-                  train_progress=train_progress)
+                  train_progress=train_progress, threads=threads)
         return "started"
     fork_run(base, run, policy=config.policy, cycles=config.cycles, say=say)
-    resume_run(run, address=address, say=say, train_progress=train_progress)
+    resume_run(run, address=address, say=say, train_progress=train_progress, threads=threads)
     return "forked"
 
 
@@ -187,6 +202,7 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
     total = config.seeds * (1 + len(config.policies))
     done = 0
     lock = threading.Lock()
+    threads: int | None = None  # set once the Ray session tells the cluster's cores
 
     def job(seed: int, policy: str | None) -> _Job:
         label = f"seed {seed}/{config.seeds} {policy or BASE}"
@@ -199,7 +215,7 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
             tell(f"{run}")
             sink = None if train_progress is None else (lambda record: train_progress(record, label))
             what = _drive_run(run, config.run_config(seed, policy), base=base, address=address, say=tell,
-                              train_progress=sink, overrides=config.preset_overrides())
+                              train_progress=sink, overrides=config.preset_overrides(), threads=threads)
             with lock:
                 done += 1
                 count = done
@@ -209,10 +225,12 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
 
     jobs = [job(seed, policy) for seed in range(1, config.seeds + 1) for policy in (None, *config.policies)]
     with ray_session(address):
-        slots = parallel or parallel_runs(cluster_resources())
+        resources = cluster_resources()
+        slots = parallel or parallel_runs(resources)
+        threads = threads_per_run(resources, slots)
         say(f"compare {out}: {', '.join(config.policies)} × seeds 1..{config.seeds}, {config.cycles} cycles, "
             f"preset {config.preset}: {total} runs ({config.seeds} base + {total - config.seeds} policy runs), "
-            f"{slots} at a time")
+            f"{slots} at a time" + (f", {threads} CPU thread{'s' * (threads > 1)} each" if threads else ""))
         failures = _run_jobs(jobs, slots, say)
     report = write_report(out, say=say)
     say(f"compare {out}: {total - len(failures)}/{total} runs ok in {time.time() - started:.0f} s; "

@@ -17,7 +17,7 @@ from scipy import stats
 
 from generators.space import Choice, Continuous, Integer, ParamSpace
 from loop.cli import main
-from loop.study.compare import _Job, _run_jobs, compare, parallel_runs
+from loop.study.compare import _Job, _run_jobs, compare, parallel_runs, threads_per_run
 from loop.study.compare_settings import (
     CompareConfig, CompareError, policy_slug, read_settings, resolve_settings, run_dir, split_policies,
 )
@@ -480,3 +480,21 @@ def test_a_comparison_with_real_groups_opens_with_the_primary_endpoint(grouped_c
     adjusted = holm([math.nan if t["p_value"] is None else t["p_value"] for t in secondary])
     for t, p in zip(secondary, adjusted):
         assert (t["p_holm"] is None) if math.isnan(p) else t["p_holm"] == pytest.approx(p)
+
+
+def test_runs_side_by_side_on_cpus_share_the_cores() -> None:
+    assert threads_per_run({"CPU": 16.0}, 4) == 4
+    assert threads_per_run({"CPU": 2.0}, 2) == 1
+    assert threads_per_run({"CPU": 2.0}, 3) == 1  # never none
+    assert threads_per_run({"CPU": 8.0}, 1) is None  # one run at a time: every core, the run's default
+    assert threads_per_run({"CPU": 16.0, "GPU": 2.0}, 2) is None
+
+
+def test_a_runs_actors_take_the_threads_they_are_given(ray_local) -> None:
+    from loop.run.lifecycle import _actors
+
+    def torch_threads(actor) -> int:
+        return ray_local.get(actor.__ray_call__.remote(lambda self: __import__("torch").get_num_threads()))
+
+    with _actors(1) as (trainer, evaluator, _):
+        assert torch_threads(trainer) == 1 and torch_threads(evaluator) == 1
