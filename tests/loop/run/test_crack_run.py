@@ -229,7 +229,7 @@ def test_a_run_classifier_gets_the_presets_minimum_of_steps_per_stage(preset):
             assert stage.epochs >= base.epochs and stage.size == base.size
             assert stage.freeze_encoder == base.freeze_encoder and stage.lr_max == base.lr_max
     cpu = resolved_preset(RunConfig.for_preset("cpu", generator="cracks")).train.stages
-    assert [(s.size, s.epochs, s.batch_size) for s in cpu] == [(128, 7, 16), (128, 7, 16)]
+    assert [(s.size, s.epochs, s.batch_size) for s in cpu] == [(128, 14, 16), (128, 14, 16)]
 
 
 def test_a_segmentation_run_keeps_the_presets_epochs():
