@@ -192,7 +192,8 @@ def set_encoder_frozen(model: nn.Module, frozen: bool) -> int:
 def model_from_checkpoint(uri: str, device: str | torch.device | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved at ``uri`` (its config is ``meta["model"]``), load its weights; return ``(model, meta)``.
 
-    The model is in eval mode on ``device`` (CPU by default).
+    The model is in eval mode on ``device`` (CPU by default), its weights channels-last as in
+    training (faster convolutions on both devices; a contiguous input is converted by the first one).
     """
     state, meta = load_checkpoint(uri)
     if "model" not in meta:
@@ -201,4 +202,4 @@ def model_from_checkpoint(uri: str, device: str | torch.device | None = None) ->
     cfg = dataclasses.replace(ModelConfig.from_dict(meta["model"]), encoder_weights=None)
     model = build_model(cfg)
     load_state_into(model, state, f"checkpoint {uri}")
-    return model.to(device or "cpu").eval(), meta
+    return model.to(device or "cpu", memory_format=torch.channels_last).eval(), meta
