@@ -30,6 +30,51 @@ REAL_VAL_HELP = ("A few real images the run places in its parameter space after 
                  "digest: a resume refuses a changed folder).")
 
 
+AUGMENT_HELP = ("Training augmentation over the preset's, KEY=VALUE[,KEY=VALUE...]: flip, rot90 (on/off), brightness, "
+                "contrast, stretch, rotate (degrees; 180 = any angle), zoom; `off` turns every one off first, e.g. "
+                "`--augment rotate=180,zoom=0.1` or `--augment off,flip=on`; frozen into the run.")
+
+_AUGMENT_OFF = {"flip": False, "rot90": False, "brightness": 0.0, "contrast": 0.0, "stretch": 0.0, "rotate": 0.0,
+                "zoom": 0.0}
+_SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+
+
+def augment_option(text: str | None) -> dict[str, bool | float] | None:
+    """``--augment``'s settings as a dict of :class:`loop.config.training.AugmentConfig` fields
+    (``None`` without the option); a bad one raises :class:`~loop.config.fields.ConfigError` naming it."""
+    if text is None:
+        return None
+    import dataclasses
+
+    from loop.config.fields import ConfigError
+    from loop.config.training import AugmentConfig
+
+    fields = {f.name: f.type for f in dataclasses.fields(AugmentConfig) if not f.name.startswith("_")}
+    settings: dict[str, bool | float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if item == "off":
+            settings.update(_AUGMENT_OFF)
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip().lower()
+        if not sep or key not in fields:
+            raise ConfigError(f"--augment {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}, or off")
+        if fields[key] in (bool, "bool"):
+            if value not in _SWITCH:
+                raise ConfigError(f"--augment {key}={value}: expected on or off")
+            settings[key] = _SWITCH[value]
+        else:
+            try:
+                settings[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"--augment {key}={value}: expected a number") from None
+    try:
+        AugmentConfig(**settings)
+    except ConfigError as err:
+        raise ConfigError(f"--augment: {err}") from None
+    return settings
+
+
 def exemplars_option(folder: str | None) -> dict[str, str] | None:
     """``--exemplars DIR`` as generator options (``None`` without it)."""
     return {"exemplars": folder} if folder is not None else None
@@ -46,9 +91,9 @@ def space_from_file(path: str | None):
 
 def data_and_model_options(command: Callable) -> Callable:
     """The options ``loop start`` and ``loop compare`` share beyond sizes: ``--space``,
-    ``--exemplars``, ``--freeze-random-encoder/--train-random-encoder``, ``--input-norm`` and
-    ``--real-val`` (as the keyword arguments ``space_file``, ``exemplars``, ``freeze_random_encoder``,
-    ``input_norm``, ``real_val``)."""
+    ``--exemplars``, ``--freeze-random-encoder/--train-random-encoder``, ``--input-norm``, ``--augment``
+    and ``--real-val`` (as the keyword arguments ``space_file``, ``exemplars``, ``freeze_random_encoder``,
+    ``input_norm``, ``augment``, ``real_val``; ``augment`` already parsed by :func:`augment_option`)."""
     from loop.config.training import INPUT_NORMS
 
     for option in reversed([
@@ -58,6 +103,8 @@ def data_and_model_options(command: Callable) -> Callable:
                      help="Whether the preset's head-only stages freeze an encoder that starts random (no "
                           "ImageNet weights); default: the preset's (frozen)."),
         click.option("--input-norm", type=click.Choice(INPUT_NORMS), default=None, help=INPUT_NORM_HELP),
+        click.option("--augment", default=None, metavar="KEY=VALUE[,...]", help=AUGMENT_HELP,
+                     callback=lambda ctx, param, value: augment_option(value)),
         click.option("--real-val", "real_val", default=None, metavar="DIR", help=REAL_VAL_HELP),
     ]):
         command = option(command)

@@ -35,7 +35,8 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
           address: str | None, workers: int | None, real: tuple[str, ...], encoder_weights: str | None,
           finetune_on: str | None, n_train: int | None, n_val: int | None, n_test: int | None,
           n_per_cycle: int | None, size: int | None, space_file: str | None, exemplars: str | None,
-          freeze_random_encoder: bool | None, input_norm: str | None, real_val: str | None) -> None:
+          freeze_random_encoder: bool | None, input_norm: str | None, augment: dict | None,
+          real_val: str | None) -> None:
     """Start a run: cycle 0 (initial data, training, evaluation), then the adaptive cycles."""
     import time
 
@@ -51,7 +52,7 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
     click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
     with TrainProgressView(say=say) as view:
         overrides = dict(encoder_weights=encoder_weights, freeze_random_encoder=freeze_random_encoder,
-                         input_norm=input_norm)
+                         input_norm=input_norm, augment=augment)
         start_run(run, config, address=address, overrides=overrides, say=view.say, train_progress=view)
 
 

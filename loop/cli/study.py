@@ -15,7 +15,9 @@ from loop.cli.output import echo_json, say
               help="Policies to compare, comma-separated, e.g. random,worst10,sobol or random,worst:k=0.1,m=10.")
 @click.option("--seeds", type=int, default=None, help="Runs per policy, seeds 1..N (the paper used 50).")
 @click.option("--preset", default=None, help="Training and data-size preset: paper, cpu (default), smoke.")
-@click.option("--cycles", type=int, default=None, help="Adaptive cycles after the shared cycle 0 (default 3).")
+@click.option("--cycles", type=int, default=None,
+              help="Adaptive cycles after the shared cycle 0 (default 3). On an existing comparison a larger number "
+                   "extends it: every run goes on to the new last cycle, the earlier report is kept in OUT/cycle_NN.")
 @click.option("--generator", "generator_name", default=None, help="Generator (default grains).")
 @click.option("--real", "real", multiple=True, metavar="[NAME=]DIR",
               help="Folder of real labelled images scored after every cycle; repeat for several named groups "
@@ -39,14 +41,16 @@ from loop.cli.output import echo_json, say
               help="Runs driven at once (default: from the cluster's GPUs; one at a time on CPUs, where several at once share the cores: each run's trainer and evaluator get cores / N torch threads).")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray).")
 @click.option("--report", "report_only", is_flag=True, help="Only re-render OUT's report and plots from its runs.")
+@click.option("--at-cycle", type=click.IntRange(min=1), default=None,
+              help="With --report: the report as it stood after this cycle, in OUT/cycle_NN (default: the last cycle, in OUT).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report's data as one JSON object.")
 def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str | None, cycles: int | None,
                 generator_name: str | None, real: tuple[str, ...], primary: str | None, reference: str | None,
                 encoder_weights: str | None, finetune_on: str | None, n_train: int | None, n_val: int | None,
                 n_test: int | None, n_per_cycle: int | None, size: int | None, space_file: str | None,
                 exemplars: str | None, freeze_random_encoder: bool | None, input_norm: str | None,
-                real_val: str | None, parallel: int | None, address: str | None, report_only: bool,
-                as_json: bool) -> None:
+                augment: dict | None, real_val: str | None, parallel: int | None, address: str | None, report_only: bool,
+                at_cycle: int | None, as_json: bool) -> None:
     """Compare sampling policies over seeds 1..N from a shared cycle 0: statistics, t-tests, plots in OUT.
 
     Resumes: finished runs are kept, half-finished ones resumed. Settings are frozen in
@@ -63,12 +67,15 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
                  real=real or None, primary=primary, reference=reference, encoder_weights=encoder_weights,
                  finetune_on=finetune_on, n_train=n_train, n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle,
                  size=size, space=space_from_file(space_file), generator_options=exemplars_option(exemplars),
-                 freeze_random_encoder=freeze_random_encoder, input_norm=input_norm, real_val=real_val)
+                 freeze_random_encoder=freeze_random_encoder, input_norm=input_norm, augment=augment,
+                 real_val=real_val)
     if report_only:
         named = [k for k, v in given.items() if v is not None]
         if named:
             raise click.UsageError(f"--report re-renders OUT as it is; it takes no settings (got --{named[0].replace('_', '-')})")
-        result = write_report(out, say=progress)
+        result = write_report(out, at_cycle=at_cycle, say=progress)
+    elif at_cycle is not None:
+        raise click.UsageError("--at-cycle renders a report of runs already made; use it with --report")
     else:
         with view:
             result = compare(out, given, address=address, parallel=parallel, say=progress, train_progress=view)

@@ -118,7 +118,10 @@ class AugmentConfig(DictFields):
     ``brightness``: additive shift drawn from [-b, b] (fraction of full scale);
     ``contrast``: factor drawn from [1 - c, 1 + c] about the image mean;
     ``stretch``: per-axis scale factors drawn from [1 - s, 1 + s] (anisotropic stretch and
-    squish), the result cropped or padded back to the input size. 0 disables each.
+    squish), the result cropped or padded back to the input size; ``rotate``: a rotation by an
+    angle drawn from [-r, r] degrees (180 = any angle) and ``zoom``: an isotropic scale factor
+    drawn from [1 - z, 1 + z], one warp about the centre (the paper's fastai augmentations;
+    off in the presets). 0 disables each.
     """
 
     flip: bool = True
@@ -126,6 +129,8 @@ class AugmentConfig(DictFields):
     brightness: float = 0.1
     contrast: float = 0.2
     stretch: float = 0.1
+    rotate: float = 0.0
+    zoom: float = 0.0
 
     _where = "augment"
 
@@ -135,6 +140,8 @@ class AugmentConfig(DictFields):
         set_field(self, "brightness", check_float("augment.brightness", self.brightness, 0.0, 1.0))
         set_field(self, "contrast", check_float("augment.contrast", self.contrast, 0.0, 0.9))
         set_field(self, "stretch", check_float("augment.stretch", self.stretch, 0.0, 0.5))
+        set_field(self, "rotate", check_float("augment.rotate", self.rotate, 0.0, 180.0))
+        set_field(self, "zoom", check_float("augment.zoom", self.zoom, 0.0, 0.5))
 
 
 def _stages(value: Any, *, where: str) -> tuple[Stage, ...]:

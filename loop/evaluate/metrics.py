@@ -295,3 +295,29 @@ def classification_metrics(logits: np.ndarray, label: int) -> dict[str, float]:
         raise EvaluationError(f"logits: expected one sample's (C,) vector, got shape {z.shape}")
     batch = classification_metrics_batch(z[None, :], np.asarray([label]))
     return {key: float(batch[key][0]) for key in CLASSIFICATION_KEYS}
+
+
+VISIBILITY_MARGIN = 3
+"""Pixels farther than this from every boundary pixel are the interior :func:`boundary_visibility` compares with."""
+
+
+def boundary_visibility(image: np.ndarray, true: np.ndarray, margin: int = VISIBILITY_MARGIN) -> float:
+    """How much the true boundaries stand out in the image: a property of the sample, not of a model.
+
+    The mean Sobel gradient magnitude of the (grey, 0..255) image on the boundary pixels and
+    their one-pixel rim, divided by its mean over the interior (pixels farther than ``margin``
+    from every boundary pixel). About 1 when the boundary is not in the image at all (no line,
+    no grey step between the grains, or lost under noise and texture): a failure there is one
+    no model can fix. NaN when the mask has no boundary pixel or no interior.
+    """
+    t = as_binary_mask(true, "true")
+    if np.ndim(image) != 2 or np.shape(image) != t.shape:
+        raise EvaluationError(f"image: expected a 2-D array of the mask's shape {t.shape}, got shape {np.shape(image)}")
+    near = ndimage.binary_dilation(t, iterations=1)
+    far = ~ndimage.binary_dilation(t, iterations=margin)
+    if not t.any() or not far.any():
+        return float("nan")
+    grey = np.asarray(image, dtype=np.float64) / 255.0
+    gradient = np.hypot(ndimage.sobel(grey, axis=0), ndimage.sobel(grey, axis=1))
+    eps = 1e-6  # a flat image (no gradient anywhere) is as invisible as it gets: 1
+    return float((gradient[near].mean() + eps) / (gradient[far].mean() + eps))

@@ -97,9 +97,11 @@ def frozen_real_val(config: RunConfig) -> RunConfig:
     return dataclasses.replace(config, real_val_digest=digest)
 
 
-PRESET_OVERRIDES = {"encoder_weights": "model", "input_norm": "model", "freeze_random_encoder": "train"}
+PRESET_OVERRIDES = {"encoder_weights": "model", "input_norm": "model", "freeze_random_encoder": "train",
+                    "augment": "train"}
 """Preset settings a run or a comparison may set (``loop start --encoder-weights`` ...), and
-the part of the preset (model or train configuration) each belongs to."""
+the part of the preset (model or train configuration) each belongs to. ``augment`` is a dict of
+:class:`loop.config.training.AugmentConfig` fields set over the preset's augmentation."""
 
 
 def resolved_preset(config: RunConfig, overrides: Mapping[str, Any] | None = None) -> Preset:
@@ -114,6 +116,8 @@ def resolved_preset(config: RunConfig, overrides: Mapping[str, Any] | None = Non
         if value is None:
             continue
         part = PRESET_OVERRIDES[name]
+        if name == "augment":
+            value = dataclasses.replace(preset.train.augment, **dict(value))
         preset = dataclasses.replace(preset, **{part: dataclasses.replace(getattr(preset, part), **{name: value})})
     return preset
 

@@ -7,13 +7,15 @@ Layout of a comparison ``OUT``::
     OUT/runs/seed01/<policy>         a fork of the base (:mod:`loop.run.fork`) running cycles 1..C
     ...
     OUT/report.md, OUT/report.json, OUT/plots/   (:mod:`loop.study.report`)
+    OUT/cycle_01/report.md, ...      the report after an earlier cycle (kept when OUT is extended)
 
 For each seed the base run does cycle 0 once; each policy's run is a fork of it, so every
 policy fine-tunes the same cycle-0 model with the same number of new samples per cycle
 (the paper's setup, §3.3). Every run is a normal run directory (``loop status`` /
 ``loop resume`` work on it). ``loop compare`` resumes: a finished run is skipped, a
 half-finished one is resumed (:func:`loop.run.lifecycle.resume_run`), a missing one is started or
-forked. Runs are driven from threads of this process on one Ray session, as many at once as
+forked; given more cycles than it has, it extends every run to the new count, keeping the
+shorter comparison's report in ``OUT/cycle_NN``. Runs are driven from threads of this process on one Ray session, as many at once as
 :func:`parallel_runs` allows.
 """
 
@@ -196,7 +198,13 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
         size = RunConfig.for_preset(preset, size=given.get("size") or (frozen.size if frozen else None)).size
         real = real_groups(given.get("real"), "--real") or (frozen.real if frozen else ())
         given = {**given, "real_val_digest": check_real_val(given["real_val"], size=size, real=real)}
+    before = read_settings(out)
     config = resolve_settings(out, given)  # a bad primary endpoint or reference fails here
+    if before is not None and config.cycles > before.cycles:
+        # The report of the shorter comparison stays readable beside the longer one's.
+        kept = write_report(out, at_cycle=before.cycles, say=say)
+        say(f"compare {out}: extended from {before.cycles} to {config.cycles} cycles; the report after cycle "
+            f"{before.cycles} is kept in {kept['files']['report']}")
     check_real_folders(config.real)
     started = time.time()
     total = config.seeds * (1 + len(config.policies))

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 import tomli_w
 
 from loop.config.fields import ConfigError
-from loop.config.training import INPUT_NORMS
+from loop.config.training import INPUT_NORMS, AugmentConfig
 from loop.config.run import (
     DATA_PRESETS, FINETUNE_DATA, RealGroups, RunConfig, checked_generator_options, checked_real_val, real_groups,
 )
@@ -116,7 +116,8 @@ class CompareConfig:
     ``to_dict`` form, e.g. from ``loop fit-grains``), frozen in compare.toml itself (not as a
     path to a file that could change); ``None`` = the generator's. ``freeze_random_encoder``
     and ``input_norm``: as in :class:`loop.config.training.TrainConfig` and
-    :class:`~loop.config.training.ModelConfig` (``None``: the preset's). ``generator_options``:
+    :class:`~loop.config.training.ModelConfig` (``None``: the preset's); ``augment``: a dict of
+    :class:`~loop.config.training.AugmentConfig` fields set over the preset's augmentation. ``generator_options``:
     as ``run.generator_options`` (e.g. ``{"exemplars": DIR}`` from ``--exemplars``, the path
     made absolute), given to every run. ``real_val``: as ``run.real_val`` (``--real-val``, an
     absolute path) with ``real_val_digest``, the digest of its files, set when the comparison is
@@ -142,6 +143,7 @@ class CompareConfig:
     space: Any = None
     freeze_random_encoder: bool | None = None
     input_norm: str | None = None
+    augment: Any = None
     generator_options: Any = None
     real_val: str | None = None
     real_val_digest: str | None = None
@@ -198,6 +200,14 @@ class CompareConfig:
             raise CompareError(f"freeze_random_encoder: expected true or false, got {self.freeze_random_encoder!r}")
         if self.input_norm is not None and self.input_norm not in INPUT_NORMS:
             raise CompareError(f"input_norm: expected one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
+        if self.augment is not None:
+            if not isinstance(self.augment, Mapping):
+                raise CompareError(f"augment: expected a table of augmentation settings, got {self.augment!r}")
+            try:
+                AugmentConfig(**self.augment)
+            except (TypeError, InputError) as err:
+                raise CompareError(f"augment: {err}") from None
+            object.__setattr__(self, "augment", dict(self.augment))
         if self.finetune_on not in FINETUNE_DATA:
             raise CompareError(f"finetune_on: expected one of {', '.join(FINETUNE_DATA)}, got {self.finetune_on!r}")
         if self.encoder_weights is not None:
@@ -248,7 +258,7 @@ class CompareConfig:
         """The preset settings every run of this comparison starts with (see
         :data:`loop.run.lifecycle.PRESET_OVERRIDES`)."""
         return {"encoder_weights": self.encoder_weights, "freeze_random_encoder": self.freeze_random_encoder,
-                "input_norm": self.input_norm}
+                "input_norm": self.input_norm, "augment": self.augment}
 
     def run_config(self, seed: int, policy: str | None = None) -> RunConfig:
         """The run config of seed ``seed``: the base run (``policy=None``, cycle 0 only) or a policy's run."""
@@ -309,7 +319,11 @@ def read_settings(out: str) -> CompareConfig | None:
 def resolve_settings(out: str, given: Mapping[str, Any]) -> CompareConfig:
     """The settings to run ``out`` with: those frozen in ``OUT/compare.toml`` (a value given
     here must equal the frozen one, else :class:`CompareError` names the setting), or, for a
-    new OUT, ``given`` (which must name ``policies`` and ``seeds``). Writes compare.toml for a new OUT."""
+    new OUT, ``given`` (which must name ``policies`` and ``seeds``). Writes compare.toml for a new OUT.
+
+    The one setting that may change is ``cycles``, and only upwards: more cycles **extend** the
+    comparison (every run goes on from where it stopped; a run's first cycles do not depend on
+    how many follow), and compare.toml is rewritten with the new count."""
     given = {k: v for k, v in given.items() if v is not None}
     frozen = read_settings(out)
     if frozen is None:
@@ -321,10 +335,19 @@ def resolve_settings(out: str, given: Mapping[str, Any]) -> CompareConfig:
         return config
     asked = CompareConfig(**{**frozen.to_dict(), "policies": frozen.policies, **given})
     for field in dataclasses.fields(CompareConfig):
-        if field.name in given and getattr(asked, field.name) != getattr(frozen, field.name):
+        if field.name == "cycles" and asked.cycles < frozen.cycles:
+            raise CompareError(
+                f"{settings_path(out)}: cycles is {frozen.cycles} in this comparison, got {asked.cycles}; a comparison "
+                f"can be extended to more cycles, not cut back (`loop compare {out} --report --at-cycle "
+                f"{asked.cycles}` reports cycle {asked.cycles})")
+        if field.name != "cycles" and field.name in given and getattr(asked, field.name) != getattr(frozen, field.name):
             raise CompareError(
                 f"{settings_path(out)}: {field.name} is {_show(getattr(frozen, field.name))} in this comparison, "
                 f"got {_show(getattr(asked, field.name))}; use the same settings to resume it, or another OUT")
+    if asked.cycles > frozen.cycles:
+        extended = dataclasses.replace(frozen, cycles=asked.cycles)
+        Location(out).write_bytes(SETTINGS_FILE, tomli_w.dumps({"compare": extended.to_dict()}).encode("utf-8"))
+        return extended
     return frozen
 
 

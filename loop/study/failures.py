@@ -13,6 +13,14 @@ that fell in the bin — which shows whether a policy sent its samples where the
 failed. Rows come from SQL over the run's ``samples`` and ``params`` views
 (:func:`stores.query`, as ``loop query`` runs it); the ``samples`` view holds each
 validation sample's latest score, i.e. the final cycle's.
+
+For segmentation the same is done over one property of the images rather than of the
+parameters: **boundary visibility** (:func:`loop.evaluate.metrics.boundary_visibility`, about 1
+where the boundary is not in the image at all), with each policy's mean *gain* per bin (its
+final score minus the cycle-0 score of the same validation sample, paired within each seed)
+and the share of its new samples per bin. It tells whether a policy that sends its samples to
+the worst-scored samples is chasing failures no model can fix (no gain where it sampled), or
+fixes them there and loses elsewhere.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from generators.space import Choice, Integer, ParamSpace
+from loop.evaluate.metrics import boundary_visibility
 
 DEFAULT_BINS = 5
 WORST_REGIONS = 3
@@ -37,23 +46,103 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def validation_scores(run: str, space: ParamSpace, metric: str) -> dict[str, np.ndarray]:
-    """Parameter values and latest ``metric`` of the validation samples of ``run`` (SQL over ``samples``)."""
+def validation_scores(run: str, space: ParamSpace, metric: str, cycle: int | None = None) -> dict[str, np.ndarray]:
+    """Parameter values and latest ``metric`` of the validation samples of ``run`` (SQL over
+    ``samples``), or with ``cycle`` their latest score up to that cycle (SQL over ``metrics``)."""
     from stores import query
 
     columns = ", ".join(_quote(n) for n in space.names)
-    table = query(run, f"SELECT {columns}, {_quote(metric)} AS score FROM samples "
-                       f"WHERE split = 'val' AND {_quote(metric)} IS NOT NULL ORDER BY sample_id")
+    if cycle is None:
+        sql = (f"SELECT sample_id, {columns}, {_quote(metric)} AS score FROM samples "
+               f"WHERE split = 'val' AND {_quote(metric)} IS NOT NULL ORDER BY sample_id")
+    else:
+        sql = (f"SELECT sample_id, {', '.join('p.' + _quote(n) for n in space.names)}, m.{_quote(metric)} AS score "
+               f"FROM params AS p JOIN (SELECT * FROM metrics WHERE cycle <= {int(cycle)} "
+               f"QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY cycle DESC, created_at DESC) = 1) AS m "
+               f"USING (sample_id) WHERE p.split = 'val' AND m.{_quote(metric)} IS NOT NULL ORDER BY sample_id")
+    table = query(run, sql)
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
-def new_samples(run: str, space: ParamSpace) -> dict[str, np.ndarray]:
-    """Parameter values of the training samples ``run`` added after cycle 0 (SQL over ``params``)."""
+def new_samples(run: str, space: ParamSpace, up_to: int | None = None) -> dict[str, np.ndarray]:
+    """Parameter values of the training samples ``run`` added after cycle 0 (and by cycle ``up_to``;
+    SQL over ``params``)."""
     from stores import query
 
     columns = ", ".join(_quote(n) for n in space.names)
-    table = query(run, f"SELECT {columns} FROM params WHERE split = 'train' AND cycle > 0 ORDER BY sample_id")
+    until = "" if up_to is None else f" AND cycle <= {int(up_to)}"
+    table = query(run, f"SELECT {columns} FROM params WHERE split = 'train' AND cycle > 0{until} ORDER BY sample_id")
     return {name: table[name].to_numpy(zero_copy_only=False) for name in table.column_names}
+
+
+def sample_visibility(run: str, split: str = "val", cycles: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """``sample_id`` and :func:`~loop.evaluate.metrics.boundary_visibility` of the segmentation
+    samples of ``run`` in ``split`` (and ``cycles``), read from its image store."""
+    from stores import RunStore
+
+    store = RunStore.open(run)
+    if cycles is not None and not len(cycles):
+        return {"sample_id": np.zeros(0, np.int64), "visibility": np.zeros(0)}
+    view = store.view(split=split, cycles=None if cycles is None else list(cycles))
+    values = [boundary_visibility(np.asarray(image), np.asarray(mask)) for image, mask in
+              (view[i] for i in range(len(view)))]
+    return {"sample_id": np.asarray(view.sample_ids, dtype=np.int64), "visibility": np.asarray(values, dtype=np.float64)}
+
+
+def visibility_gains(base_visibility: Sequence[Mapping[str, np.ndarray]], base_rows: Sequence[Mapping[str, np.ndarray]],
+                     policy_rows: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
+                     policy_new: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
+                     n_bins: int = DEFAULT_BINS) -> dict[str, Any]:
+    """Validation scores and each policy's gains per quantile bin of boundary visibility (pure).
+
+    Per seed (same order in every argument): ``base_visibility`` and the policies' new samples'
+    visibility (:func:`sample_visibility`), ``base_rows`` / ``policy_rows`` the cycle-0 and final
+    scores (:func:`validation_scores`, with ``sample_id``). A sample's gain is its final score
+    minus its cycle-0 score, paired by ``sample_id`` within the seed. Bin edges are the quantiles
+    of the pooled validation visibility (NaN left out).
+    """
+    def scores_by_id(rows: Mapping[str, np.ndarray]) -> dict[int, float]:
+        return dict(zip(np.asarray(rows["sample_id"]).tolist(), np.asarray(rows["score"], np.float64).tolist()))
+
+    pooled_vis = np.concatenate([np.asarray(v["visibility"]) for v in base_visibility]) if base_visibility else np.zeros(0)
+    finite = pooled_vis[np.isfinite(pooled_vis)]
+    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, n_bins + 1))) if finite.size else np.zeros(1)
+    if len(edges) < 2:
+        edges = np.array([edges[0], edges[0]])
+    labels = [f"{_num(lo)}–{_num(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
+    k = len(labels)
+
+    def to_bin(x: np.ndarray) -> np.ndarray:
+        index = np.searchsorted(edges[1:-1], np.asarray(x, np.float64), side="right")
+        return np.where(np.isfinite(x), index, -1)
+
+    vis, start, gains = [], [], {p: [] for p in policy_rows}
+    finals: dict[str, list[float]] = {p: [] for p in policy_rows}
+    for j, seen in enumerate(base_visibility):
+        base = scores_by_id(base_rows[j])
+        for sid, v in zip(np.asarray(seen["sample_id"]).tolist(), np.asarray(seen["visibility"]).tolist()):
+            after = {p: scores_by_id(rows[j]).get(sid) for p, rows in policy_rows.items()}
+            if sid not in base or any(a is None for a in after.values()):
+                continue
+            vis.append(v)
+            start.append(base[sid])
+            for p, a in after.items():
+                finals[p].append(a)
+                gains[p].append(a - base[sid])
+    index = to_bin(np.asarray(vis, np.float64))
+
+    def by_bin(values: Sequence[float]) -> list[float | None]:
+        return _mean_by_bin(index, np.asarray(values, np.float64), k)
+
+    new_share = {}
+    for p, runs in policy_new.items():
+        pooled = np.concatenate([np.asarray(r["visibility"]) for r in runs]) if runs else np.zeros(0)
+        new_index = to_bin(pooled)
+        total = max(len(new_index), 1)
+        new_share[p] = [float(np.sum(new_index == b) / total) for b in range(k)]
+    return {"bins": labels, "n_val": [int(np.sum(index == b)) for b in range(k)], "cycle0": by_bin(start),
+            "final": {p: by_bin(v) for p, v in finals.items()}, "gain": {p: by_bin(v) for p, v in gains.items()},
+            "new_share": new_share}
 
 
 def _pool(parts: Sequence[Mapping[str, np.ndarray]], names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -129,16 +218,26 @@ def analyse(space: ParamSpace, task: str, base_rows: Sequence[Mapping[str, np.nd
 
 
 def collect_failures(space: ParamSpace, task: str, base_runs: Sequence[str], policy_runs: Mapping[str, Sequence[str]],
-                     n_bins: int = DEFAULT_BINS) -> dict[str, Any]:
-    """:func:`analyse` on run directories: the base runs and, per policy, its runs (same seeds, same order)."""
+                     n_bins: int = DEFAULT_BINS, cycle: int | None = None) -> dict[str, Any]:
+    """:func:`analyse` on run directories: the base runs and, per policy, its runs (same seeds, same order);
+    with ``cycle``, the policy runs as they stood after that cycle (its scores, the samples added by then)."""
     metric, _ = task_metric(task)
-    return analyse(
-        space, task,
-        [validation_scores(run, space, metric) for run in base_runs],
-        {p: [validation_scores(run, space, metric) for run in runs] for p, runs in policy_runs.items()},
-        {p: [new_samples(run, space) for run in runs] for p, runs in policy_runs.items()},
-        n_bins,
-    )
+    base_rows = [validation_scores(run, space, metric) for run in base_runs]
+    policy_rows = {p: [validation_scores(run, space, metric, cycle) for run in runs] for p, runs in policy_runs.items()}
+    result = analyse(space, task, base_rows, policy_rows,
+                     {p: [new_samples(run, space, cycle) for run in runs] for p, runs in policy_runs.items()}, n_bins)
+    if task == "segmentation":
+        def new_cycles(run: str) -> list[int]:
+            from stores import query
+
+            done = query(run, "SELECT DISTINCT cycle FROM params WHERE split = 'train' AND cycle > 0")["cycle"]
+            return sorted(c for c in done.to_pylist() if cycle is None or c <= cycle)
+
+        result["visibility"] = visibility_gains(
+            [sample_visibility(run) for run in base_runs], base_rows, policy_rows,
+            {p: [sample_visibility(run, "train", new_cycles(run)) for run in runs] for p, runs in policy_runs.items()},
+            n_bins)
+    return result
 
 
 def _cell(value: float | None, spec: str = ".3f") -> str:
@@ -170,7 +269,30 @@ def failures_markdown(analysis: Mapping[str, Any], plot: str | None = None) -> s
             row += [_cell(entry["final"][p][b]) for p in policies]
             row += [_cell(100 * entry["new_share"][p][b], ".0f") for p in policies]
             lines.append("| " + " | ".join(row) + " |")
+    if analysis.get("visibility"):
+        lines += ["", _visibility_markdown(analysis["visibility"], metric, policies)]
     return "\n".join(lines) + "\n"
+
+
+VISIBILITY_LABEL = "boundary visibility (image)"
+
+
+def _visibility_markdown(vis: Mapping[str, Any], metric: str, policies: Sequence[str]) -> str:
+    """The boundary-visibility table: per bin the validation score at cycle 0, each policy's
+    final score and paired gain, and its share of new samples."""
+    head = ["visibility", "n val", "cycle 0"] + [f"{p} final" for p in policies] + [f"{p} gain" for p in policies]
+    head += [f"{p} new %" for p in policies]
+    lines = [f"**{VISIBILITY_LABEL}**: mean Sobel gradient on the true boundary ÷ in the grain interiors (about 1: "
+             f"the boundary is not in the image). Per bin the mean validation {metric}, each policy's *gain* (final − "
+             f"cycle 0 of the same sample, pooled over the seeds) and its share of new samples (their own images).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b, label in enumerate(vis["bins"]):
+        row = [label, str(vis["n_val"][b]), _cell(vis["cycle0"][b])]
+        row += [_cell(vis["final"][p][b]) for p in policies]
+        row += [_cell(vis["gain"][p][b], "+.4f") for p in policies]
+        row += [_cell(100 * vis["new_share"][p][b], ".0f") for p in policies]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def plot_failures(analysis: Mapping[str, Any]) -> bytes:
@@ -178,7 +300,9 @@ def plot_failures(analysis: Mapping[str, Any]) -> bytes:
     final model (lines), and each policy's share of new samples per bin (bars, right axis)."""
     from matplotlib.figure import Figure
 
-    params = analysis["parameters"]
+    params = list(analysis["parameters"])
+    if analysis.get("visibility"):
+        params.append({"parameter": VISIBILITY_LABEL, "unit": "", **analysis["visibility"]})
     cols = min(4, max(1, len(params)))
     rows = -(-len(params) // cols)
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")

@@ -68,12 +68,13 @@ def _status_scores(cycle: Mapping[str, Any], source: str) -> dict[str, Any] | No
     return cycle.get(source)
 
 
-def collect(out: str) -> dict[str, Any]:
+def collect(out: str, at_cycle: int | None = None) -> dict[str, Any]:
     """Per run and cycle, the scores of a comparison's run directories.
 
-    Returns ``{"config", "runs": {label: {"seed", "policy", "run", "state", "cycles":
+    Returns ``{"config", "cycle", "runs": {label: {"seed", "policy", "run", "state", "cycles":
     {source: [per-cycle dict or None]}}}, "complete_seeds"}``; a seed is complete when every
-    policy run has done its last cycle.
+    policy run has done cycle ``cycle``: ``at_cycle`` (1..the comparison's cycles), by default
+    the comparison's last. Scores of later cycles are left out.
     """
     from loop.run.lifecycle import run_status
     from stores import RunStore
@@ -82,6 +83,9 @@ def collect(out: str) -> dict[str, Any]:
     if config is None:
         raise CompareError(f"{out}: not a comparison (no compare.toml there); run `loop compare {out} "
                            "--policies ... --seeds N` first")
+    cycle = config.cycles if at_cycle is None else at_cycle
+    if isinstance(cycle, bool) or not isinstance(cycle, int) or not 1 <= cycle <= config.cycles:
+        raise CompareError(f"at_cycle: expected a cycle 1..{config.cycles} of {out}, got {at_cycle!r}")
     runs: dict[str, dict[str, Any]] = {}
     complete = []
     for seed in range(1, config.seeds + 1):
@@ -90,13 +94,13 @@ def collect(out: str) -> dict[str, Any]:
             run = run_dir(out, seed, policy)
             entry: dict[str, Any] = {"seed": seed, "policy": policy or BASE, "run": run, "state": "absent",
                                      "cycles": {source: [] for source in config.sources}}
-            last = config.cycles if policy else 0
+            last = cycle if policy else 0
             if RunStore.exists(run):
                 status = run_status(run)
                 for source in config.sources:
                     entry["cycles"][source] = [_status_scores(c, source) if c["state"] == "done" else None
-                                               for c in status["cycles"]]
-                done = [c["cycle"] for c in status["cycles"] if c["state"] == "done"]
+                                               for c in status["cycles"][:cycle + 1]]
+                done = [c["cycle"] for c in status["cycles"][:cycle + 1] if c["state"] == "done"]
                 entry["state"] = ("finished" if last in done else
                                   f"cycles 0..{max(done)} of 0..{last} done" if done else "cycle 0 not done yet")
             if policy and entry["state"] != "finished":
@@ -104,7 +108,7 @@ def collect(out: str) -> dict[str, Any]:
             runs[f"seed{seed:02d}/{policy or BASE}"] = entry
         if seed_complete:
             complete.append(seed)
-    return {"config": config, "runs": runs, "complete_seeds": complete}
+    return {"config": config, "cycle": cycle, "runs": runs, "complete_seeds": complete}
 
 
 def _value(entry: Mapping[str, Any], source: str, cycle: int, metric: str) -> float | None:
@@ -124,11 +128,12 @@ def _metrics(data: Mapping[str, Any], source: str) -> list[str]:
 
 
 def statistics(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Summaries and paired tests of the final cycle over the complete seeds, per source and metric,
+    """Summaries and paired tests of the final cycle (``data["cycle"]``) over the complete seeds, per source and metric,
     plus per-cycle mean ± sd and each seed's final values (for the plots). Every test but the
     primary endpoint's comparisons with the reference gets its Holm-adjusted p (``p_holm``) over
     that secondary family."""
     config: CompareConfig = data["config"]
+    last = data["cycle"]
     seeds = data["complete_seeds"]
     runs = data["runs"]
     out: dict[str, Any] = {}
@@ -139,7 +144,7 @@ def statistics(data: Mapping[str, Any]) -> dict[str, Any]:
         block: dict[str, Any] = {"metrics": metrics, "final": {}, "summary": {}, "tests": {}, "cycle0": {},
                                  "per_cycle": {}}
         for metric in metrics:
-            final = {p: [_value(runs[f"seed{s:02d}/{p}"], source, config.cycles, metric) for s in seeds]
+            final = {p: [_value(runs[f"seed{s:02d}/{p}"], source, last, metric) for s in seeds]
                      for p in config.policies}
             final = {p: v for p, v in final.items() if v and all(x is not None for x in v)}
             block["final"][metric] = final
@@ -151,7 +156,7 @@ def statistics(data: Mapping[str, Any]) -> dict[str, Any]:
             curves = {}
             for p in config.policies:
                 rows = []
-                for cycle in range(config.cycles + 1):
+                for cycle in range(last + 1):
                     values = [_value(runs[f"seed{s:02d}/{p}"], source, cycle, metric)
                               for s in range(1, config.seeds + 1)]
                     values = [v for v in values if v is not None]
@@ -392,20 +397,32 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Render ``OUT/report.md``, ``OUT/report.json`` and the plots from the run directories.
+def report_dir(out: str, cycle: int, cycles: int) -> str:
+    """Folder of the report after ``cycle`` of a comparison of ``cycles`` cycles: ``OUT`` for the
+    last cycle, ``OUT/cycle_NN`` for an earlier one (e.g. the report a comparison had before
+    it was extended to more cycles)."""
+    root = out.rstrip("/")
+    return root if cycle == cycles else posixpath.join(root, f"cycle_{cycle:02d}")
 
-    Returns the report's data (what ``report.json`` holds), with ``files`` naming what was written.
+
+def write_report(out: str, *, at_cycle: int | None = None, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Render ``report.md``, ``report.json`` and the plots from the run directories.
+
+    The report is of the comparison's last cycle, in ``OUT``; with ``at_cycle`` an earlier
+    cycle's (every score, test and the failure analysis as they stood after that cycle) in
+    ``OUT/cycle_NN`` (:func:`report_dir`). Returns the report's data (what ``report.json``
+    holds), with ``files`` naming what was written.
     """
     from loop.study.failures import collect_failures, failures_markdown, plot_failures
     from stores import RunStore
 
-    data = collect(out)
+    data = collect(out, at_cycle)
     config: CompareConfig = data["config"]
+    last = data["cycle"]
     seeds = data["complete_seeds"]
     stats = statistics(data)
-    root = out.rstrip("/")
-    folder = Location(out)
+    root = report_dir(out, last, config.cycles)
+    folder = Location(root)
     files = {"report": posixpath.join(root, "report.md"), "json": posixpath.join(root, "report.json")}
     policies = list(config.policies)
 
@@ -416,7 +433,8 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
              f"Generator {config.generator}, preset {config.preset}; seeds 1..{config.seeds}; cycle 0 "
              f"({config.n_train} training, {config.n_val} validation, {config.n_test} held-out test samples of "
              f"{config.size} px, initial policy {config.initial_policy}) shared by all policies, then "
-             f"{config.cycles} cycles of {config.n_per_cycle} new samples each, fine-tuned on "
+             f"{config.cycles} cycles of {config.n_per_cycle} new samples each"
+             + (f" (this report: after cycle {last})" if last != config.cycles else "") + ", fine-tuned on "
              f"{'all samples so far' if config.finetune_on == 'all' else 'the new samples only'}"
              + (f"; encoder weights {config.encoder_weights}" if config.encoder_weights else "")
              + (f"; real images: {real}" if real else "") + ".",
@@ -438,7 +456,7 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
     if not seeds:
         lines += ["No seed is complete yet: no statistics. Run `loop compare` on this folder to go on.", ""]
     if seeds and stats:
-        lines += [f"## Final scores side by side, after cycle {config.cycles} (mean ± sd over N = {len(seeds)} seeds)",
+        lines += [f"## Final scores side by side, after cycle {last} (mean ± sd over N = {len(seeds)} seeds)",
                   "", f"{metric_name} of each source: " + "; ".join(f"{s} = {source_label(s)}" for s in stats) + ".",
                   ""]
         lines += _side_by_side(stats, policies, primary["metric"]) + [""]
@@ -450,7 +468,7 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
     for source, block in stats.items():
         if not seeds:
             break
-        lines += [f"### {source_label(source)[0].upper() + source_label(source)[1:]}, after cycle {config.cycles} "
+        lines += [f"### {source_label(source)[0].upper() + source_label(source)[1:]}, after cycle {last} "
                   f"(N = {len(seeds)} seeds)", ""]
         lines += _summary_table(block, policies) + [""]
         lines += ["Intervals: " + "; ".join(f"{m}: {_interval_note(m, len(seeds))}" for m in block["metrics"]) + ".", ""]
@@ -474,7 +492,7 @@ def write_report(out: str, *, say: Callable[[str], None] = print) -> dict[str, A
     if seeds:
         base = RunStore.open(run_dir(out, seeds[0]))
         failures = collect_failures(base.space, base.task, [run_dir(out, s) for s in seeds],
-                                    {p: [run_dir(out, s, p) for s in seeds] for p in policies})
+                                    {p: [run_dir(out, s, p) for s in seeds] for p in policies}, cycle=last)
         files["failure_plot"] = posixpath.join(root, PLOTS_DIR, "failures.png")
         _write(folder, root, files["failure_plot"], plot_failures(failures))
         lines += ["## Failure analysis", "", failures_markdown(failures, f"{PLOTS_DIR}/failures.png")]

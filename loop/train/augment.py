@@ -3,8 +3,10 @@
 Pure functions on numpy arrays. Images are float32 H×W in [0, 1] (see
 :func:`to_unit_float`); masks are H×W arrays (uint8 or float32 soft masks) or ``None`` (a
 classification sample: only the image is transformed). Every random draw comes from the
-``numpy.random.Generator`` passed in. Geometric operations (flips, 90° rotations,
-stretch/squish) move image and mask together; intensity jitter touches the image only.
+``numpy.random.Generator`` passed in. Geometric operations (flips, 90° rotations, rotation
+by any angle and zoom, stretch/squish) move image and mask together; intensity jitter touches
+the image only. An augmentation set to 0 draws nothing, so adding one that is off leaves the
+draws, and the bytes, of the others as they were.
 """
 
 from __future__ import annotations
@@ -119,8 +121,46 @@ def random_stretch(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Ge
     return image, mask
 
 
+def random_rotate_zoom(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator,
+                       max_degrees: float, zoom: float) -> Pair:
+    """Rotate by an angle drawn from [-max_degrees, max_degrees] and zoom by a factor drawn from
+    [1 - zoom, 1 + zoom] (> 1 enlarges) about the centre, as one affine warp of the input shape.
+
+    The image is sampled bilinearly, the mask with nearest neighbours on the same grid (so it
+    stays on its image; a soft mask keeps its values); where the warp reaches outside the
+    input, both reflect the border, continuing grains and boundaries as :func:`random_stretch` does.
+    """
+    if max_degrees <= 0 and zoom <= 0:
+        return image, mask
+    degrees = rng.uniform(-max_degrees, max_degrees) if max_degrees > 0 else 0.0
+    factor = rng.uniform(1.0 - zoom, 1.0 + zoom) if zoom > 0 else 1.0
+    return rotate_zoom(image, mask, degrees, factor)
+
+
+def rotate_zoom(image: np.ndarray, mask: np.ndarray | None, degrees: float, factor: float) -> Pair:
+    """Rotate by ``degrees`` (counter-clockwise as displayed, rows down) and zoom by ``factor``
+    about the centre, keeping the input shape (see :func:`random_rotate_zoom`)."""
+    h, w = image.shape
+    angle = np.deg2rad(degrees)
+    cos, sin = np.cos(angle) / factor, np.sin(angle) / factor
+    # affine_grid maps output to input coordinates in [-1, 1] per axis; the aspect ratio keeps a
+    # rotation of a non-square image a rotation (not a shear).
+    theta = torch.tensor([[[cos, -sin * h / w, 0.0], [sin * w / h, cos, 0.0]]], dtype=torch.float32)
+    grid = F.affine_grid(theta, [1, 1, h, w], align_corners=False)
+
+    def warp(a: np.ndarray, mode: str) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+        return F.grid_sample(t, grid, mode=mode, padding_mode="reflection", align_corners=False)[0, 0].numpy()
+
+    image = np.clip(warp(image, "bilinear"), 0.0, 1.0).astype(np.float32, copy=False)
+    if mask is not None:
+        mask = warp(mask, "nearest").astype(mask.dtype, copy=False)
+    return image, mask
+
+
 def augment_pair(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, cfg: AugmentConfig) -> Pair:
-    """Apply the augmentations enabled in ``cfg``: flips, 90° rotation, stretch/squish, intensity jitter.
+    """Apply the augmentations enabled in ``cfg``: flips, 90° rotation, rotation by any angle and
+    zoom, stretch/squish, intensity jitter.
 
     Returns contiguous arrays of the input shape (square inputs; a non-square one keeps its
     shape because only 180° turns are drawn for it).
@@ -129,6 +169,8 @@ def augment_pair(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Gene
         image, mask = random_flip(image, mask, rng)
     if cfg.rot90:
         image, mask = random_rot90(image, mask, rng)
+    if cfg.rotate or cfg.zoom:
+        image, mask = random_rotate_zoom(image, mask, rng, cfg.rotate, cfg.zoom)
     if cfg.stretch:
         image, mask = random_stretch(image, mask, rng, cfg.stretch)
     if cfg.brightness or cfg.contrast:

@@ -73,6 +73,12 @@ def test_generate_show_query_end_to_end(tmp_path) -> None:
          "group name 'a' is given twice"),
         (["start", "--run", "{tmp}/r", "--policy", "paper", "--preset", "smoke", "--generator", "cracks"],
          "run.policy 'paper' does not fit the cracks generator's space"),
+        (["start", "--run", "{tmp}/r", "--policy", "random", "--preset", "smoke", "--augment", "rotate=200"],
+         "--augment: augment.rotate: expected a number in [0.0, 180.0], got 200.0"),
+        (["start", "--run", "{tmp}/r", "--policy", "random", "--preset", "smoke", "--augment", "spin=3"],
+         "--augment 'spin=3': expected KEY=VALUE with KEY one of flip, rot90, brightness, contrast, stretch, rotate, zoom, or off"),
+        (["compare", "{tmp}/r", "--policies", "random", "--seeds", "1", "--augment", "flip=maybe"],
+         "--augment flip=maybe: expected on or off"),
     ],
 )
 def test_bad_input_is_one_line_without_traceback(tmp_path, args, message) -> None:
@@ -183,3 +189,13 @@ def test_training_progress_off_a_terminal_is_plain_lines_at_most_every_few_secon
         view(first, "seed 1/2 random")
     out = capsys.readouterr()
     assert not out.out and "[seed 1/2 random]   train c1 stage 1/2" in out.err
+
+
+def test_augment_option_sets_fields_over_off_or_the_preset() -> None:
+    from loop.cli.options import augment_option
+
+    assert augment_option(None) is None
+    assert augment_option("rotate=180, zoom=0.1") == {"rotate": 180.0, "zoom": 0.1}
+    off = augment_option("off,flip=on")
+    assert off == {"flip": True, "rot90": False, "brightness": 0.0, "contrast": 0.0, "stretch": 0.0, "rotate": 0.0,
+                   "zoom": 0.0}

@@ -12,6 +12,7 @@ from loop.evaluate.metrics import (
     EvaluationError,
     binary_cross_entropy,
     boundary_f1,
+    boundary_visibility,
     classification_metrics,
     classification_metrics_batch,
     equivalent_diameters,
@@ -187,3 +188,30 @@ def test_classification_labels_checked():
         classification_metrics_batch(np.zeros((2, 2)), np.array([0, 2]))
     with pytest.raises(EvaluationError, match="logits"):
         classification_metrics(np.zeros((1, 2)), 0)
+
+
+def test_boundary_visibility_is_high_where_the_boundary_is_drawn_and_one_where_it_is_not() -> None:
+    mask = cross(8, 12, n=24)
+    flat = np.full((24, 24), 120, dtype=np.uint8)
+    assert boundary_visibility(flat, mask) == pytest.approx(1.0)  # nothing in the image at all
+    drawn = np.where(mask == 1, 40, 160).astype(np.uint8)
+    assert boundary_visibility(drawn, mask) > 1e3  # all the gradient sits on the boundary
+    elsewhere = np.where(cross(2, 20, n=24) == 1, 40, 160).astype(np.uint8)  # a line, but not the true one
+    assert boundary_visibility(elsewhere, mask) < 1.0
+    noise = np.random.default_rng(0).integers(0, 256, size=(24, 24)).astype(np.uint8)
+    assert 0.7 < boundary_visibility(noise, mask) < 1.3  # the boundary is lost in the noise
+    # A grey step between two grains, with no line drawn, is a visible boundary too.
+    step_mask = np.zeros((24, 24), dtype=np.uint8)
+    step_mask[:, 12] = 1
+    step = np.where(np.arange(24)[None, :] < 12, 90, 150).repeat(24, axis=0).astype(np.uint8)
+    assert boundary_visibility(step, step_mask) > 1e3
+
+
+def test_boundary_visibility_bad_input() -> None:
+    mask = cross(3, 3)
+    assert math.isnan(boundary_visibility(np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8)))  # no boundary
+    assert math.isnan(boundary_visibility(np.zeros((10, 10), np.uint8), np.ones((10, 10), np.uint8)))  # no interior
+    with pytest.raises(EvaluationError, match=r"image: expected a 2-D array of the mask's shape \(10, 10\), got shape \(9, 10\)"):
+        boundary_visibility(np.zeros((9, 10), np.uint8), mask)
+    with pytest.raises(EvaluationError, match="true: expected values in"):
+        boundary_visibility(np.zeros((10, 10), np.uint8), mask * 255)

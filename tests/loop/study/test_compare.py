@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -63,10 +64,22 @@ def test_an_out_made_with_other_settings_names_the_differing_setting(tmp_path) -
     with pytest.raises(CompareError, match=r"compare.toml: policies is random,worst10 in this comparison, "
                                            r"got random,sobol"):
         resolve_settings(out, dict(TINY, policies="random,sobol"))
-    with pytest.raises(CompareError, match="cycles is 1 in this comparison, got 2"):
-        resolve_settings(out, dict(TINY, cycles=2))
     with pytest.raises(CompareError, match="no comparison there yet; --policies is needed"):
         resolve_settings(str(tmp_path / "new"), {"seeds": 2})
+
+
+def test_a_comparison_extends_to_more_cycles_and_never_to_fewer(tmp_path) -> None:
+    out = str(tmp_path / "out")
+    frozen = resolve_settings(out, dict(TINY, cycles=2))
+    with pytest.raises(CompareError, match=r"cycles is 2 in this comparison, got 1; a comparison can be extended "
+                                           r"to more cycles, not cut back \(`loop compare .* --report --at-cycle 1`"):
+        resolve_settings(out, dict(TINY, cycles=1))
+    with pytest.raises(CompareError, match="seeds is 2 in this comparison, got 3"):  # nothing else may change with it
+        resolve_settings(out, dict(TINY, cycles=3, seeds=3))
+    assert read_settings(out) == frozen
+    extended = resolve_settings(out, {"cycles": 3})
+    assert extended == dataclasses.replace(frozen, cycles=3) and read_settings(out) == extended
+    assert resolve_settings(out, {}) == extended
 
 
 def test_cli_errors_are_one_line(tmp_path) -> None:
@@ -184,7 +197,16 @@ def test_real_groups_start_options_and_old_settings_files(tmp_path) -> None:
     with pytest.raises(CompareError, match="input_norm: expected one of fixed, per_image, got 'z'"):
         resolve_settings(str(tmp_path / "bad"), dict(TINY, input_norm="z"))
     assert resolve_settings(str(tmp_path / "norm"), dict(TINY, input_norm="per_image")).preset_overrides() == {
-        "encoder_weights": None, "freeze_random_encoder": None, "input_norm": "per_image"}
+        "encoder_weights": None, "freeze_random_encoder": None, "input_norm": "per_image", "augment": None}
+    turned = resolve_settings(str(tmp_path / "aug"), dict(TINY, augment={"rotate": 180.0, "flip": False}))
+    assert read_settings(str(tmp_path / "aug")) == turned  # frozen in compare.toml as a table
+    assert turned.preset_overrides()["augment"] == {"rotate": 180.0, "flip": False}
+    assert turned.run_config(1, "random") == resolve_settings(str(tmp_path / "norm"), {}).run_config(1, "random")
+    with pytest.raises(CompareError, match=r"augment: augment.zoom: expected a number in \[0.0, 0.5\], got 2"):
+        resolve_settings(str(tmp_path / "bad"), dict(TINY, augment={"zoom": 2}))
+    with pytest.raises(CompareError, match="augment: .*unexpected keyword argument 'spin'"):
+        resolve_settings(str(tmp_path / "bad"), dict(TINY, augment={"spin": 2}))
+    assert not (tmp_path / "bad").exists()
     # A missing group folder fails before anything is written, naming the group.
     with pytest.raises(InputError, match=r"real group 'zinc': .*/zinc: real data folder not found"):
         compare(str(tmp_path / "other"), dict(TINY, real=(f"zinc={tmp_path / 'zinc'}",)))
@@ -248,6 +270,29 @@ def test_failure_analysis_bins_by_quantiles_and_counts_new_samples() -> None:
     worst = result["worst"]["cycle 0"][0]
     assert worst["parameter"] == "x" and worst["mean"] == pytest.approx(x[:5].mean())
     assert result["metric"] == "iou" and result["n_val_samples"] == 10
+
+
+def test_visibility_gains_pair_each_sample_with_its_cycle0_score() -> None:
+    from loop.study.failures import visibility_gains
+
+    ids = np.arange(4)
+    vis = [{"sample_id": ids, "visibility": np.array([1.0, 1.1, 3.0, 4.0])},
+           {"sample_id": ids, "visibility": np.array([1.05, np.nan, 3.5, 2.5])}]
+    base = [{"sample_id": ids[::-1], "score": np.array([0.8, 0.7, 0.4, 0.3])},  # ids 3, 2, 1, 0
+            {"sample_id": ids, "score": np.array([0.2, 0.5, 0.6, 0.9])}]
+    final = {"worst10": [{"sample_id": ids, "score": np.array([0.5, 0.4, 0.7, 0.8])},
+                         {"sample_id": ids[:3], "score": np.array([0.3, 0.6, 0.5])}]}  # seed 2 lost id 3's score
+    new = {"worst10": [{"visibility": np.array([1.0, 1.02, 1.04, 3.0])}, {"visibility": np.array([])}]}
+    result = visibility_gains(vis, base, final, new, n_bins=2)
+    # Edges: quantiles of the finite pooled validation visibility 1, 1.1, 3, 4, 1.05, 3.5, 2.5 -> median 2.5.
+    assert result["bins"] == ["1–2.5", "2.5–4"]
+    # Seed 1: ids 0, 1 (low) gain 0.5-0.3, 0.4-0.4; ids 2, 3 (high) 0.7-0.7, 0.8-0.8.
+    # Seed 2: id 0 low 0.3-0.2; id 1 NaN visibility (left out); id 2 high 0.5-0.6; id 3 unscored (left out).
+    assert result["n_val"] == [3, 3]
+    assert result["gain"]["worst10"] == pytest.approx([(0.2 + 0.0 + 0.1) / 3, (0.0 + 0.0 - 0.1) / 3])
+    assert result["cycle0"] == pytest.approx([(0.3 + 0.4 + 0.2) / 3, (0.7 + 0.8 + 0.6) / 3])
+    assert result["final"]["worst10"] == pytest.approx([(0.5 + 0.4 + 0.3) / 3, (0.7 + 0.8 + 0.5) / 3])
+    assert result["new_share"]["worst10"] == pytest.approx([0.75, 0.25])
 
 
 def test_report_of_a_comparison_that_has_not_run_yet(tmp_path) -> None:
@@ -353,6 +398,8 @@ def test_report_numbers_equal_the_run_directories(comparison) -> None:
     assert val["summary"]["error"]["random"]["interval"] == "agresti-coull"
     assert "## Failure analysis" in report and "**boundary_thickness**" in report
     assert data["failures"]["n_val_samples"] == 20
+    assert "**boundary visibility (image)**" in report and sum(data["failures"]["visibility"]["n_val"]) == 20
+    assert all(sum(share) == pytest.approx(1.0) for share in data["failures"]["visibility"]["new_share"].values())
 
     # --report re-renders the same numbers from the run directories, running nothing.
     result = CliRunner().invoke(main, ["compare", "--report", out, "--json"])
@@ -401,6 +448,43 @@ def test_resume_does_only_the_missing_work(comparison, tmp_path) -> None:
     # The redone run proposes exactly what the original did: same start, same seed.
     assert _params(run_dir(out, 2, "worst10"), 1) == _params(run_dir(original, 2, "worst10"), 1)
     assert json.loads((Path(out) / "report.json").read_text())["complete_seeds"] == [1, 2]
+
+
+def test_extending_a_comparison_keeps_its_first_cycles_and_their_report(comparison, tmp_path) -> None:
+    original, _ = comparison
+    out = str(tmp_path / "out")
+    _link_tree(original, out)
+    before = json.loads((Path(original) / "report.json").read_text())
+
+    lines: list[str] = []
+    compare(out, {"cycles": 2}, say=lines.append)
+
+    assert any("extended from 1 to 2 cycles; the report after cycle 1 is kept in " + f"{out}/cycle_01/report.md" in line
+               for line in lines)
+    kept = json.loads((Path(out) / "cycle_01" / "report.json").read_text())
+    assert kept["statistics"] == before["statistics"] and kept["failures"] == before["failures"]
+    assert kept["primary"] == before["primary"]
+    assert "(this report: after cycle 1)" in (Path(out) / "cycle_01" / "report.md").read_text()
+    assert (Path(out) / "cycle_01" / "plots" / "failures.png").exists()
+    for seed in (1, 2):
+        for policy in ("random", "worst10"):
+            run = run_dir(out, seed, policy)
+            assert [c["state"] for c in run_status(run)["cycles"]] == ["done"] * 3
+            assert _params(run, 1) == _params(run_dir(original, seed, policy), 1)  # cycle 1 untouched
+            assert len(_params(run, 2)) == 6
+    after = json.loads((Path(out) / "report.json").read_text())
+    assert after["settings"]["cycles"] == 2 and after["complete_seeds"] == [1, 2]
+    final = {p: [_final_val(run_dir(out, s, p), 2, "miou") for s in (1, 2)] for p in ("random", "worst10")}
+    for policy, values in final.items():
+        assert after["statistics"]["val"]["summary"]["miou"][policy]["mean"] == pytest.approx(np.mean(values))
+    # The kept report is the one --report --at-cycle 1 renders; a cycle the comparison lacks is refused.
+    result = CliRunner().invoke(main, ["compare", "--report", out, "--at-cycle", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["statistics"] == kept["statistics"]
+    result = CliRunner().invoke(main, ["compare", "--report", out, "--at-cycle", "3"])
+    assert result.exit_code != 0 and "at_cycle: expected a cycle 1..2" in result.output
+    result = CliRunner().invoke(main, ["compare", out, "--at-cycle", "1"])
+    assert result.exit_code != 0 and "use it with --report" in result.output
 
 
 # --- a smoke comparison with two groups of real images -----------------------------------------------

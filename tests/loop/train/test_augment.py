@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from loop.train.augment import (
-    augment_pair, jitter_intensity, random_flip, random_rot90, random_stretch, resize_pair, to_unit_float,
+    augment_pair, jitter_intensity, random_flip, random_rot90, random_rotate_zoom, random_stretch, resize_pair,
+    rotate_zoom, to_unit_float,
 )
+from loop.config.fields import ConfigError
 from loop.config.training import AugmentConfig
 
 GEOMETRIC = AugmentConfig(flip=True, rot90=True, brightness=0.0, contrast=0.0, stretch=0.0)
@@ -80,6 +82,65 @@ def test_stretch_changes_the_geometry():
     outs = [random_stretch(image, None, np.random.default_rng(s), 0.3)[0] for s in range(4)]
     assert all(np.abs(o - image).mean() > 0.01 for o in outs)
     assert random_stretch(image, None, np.random.default_rng(0), 0.0)[0] is image
+
+
+@pytest.mark.parametrize("shape", [(48, 48), (40, 56)])
+def test_rotate_zoom_at_right_angles_and_unit_zoom_is_exact(shape):
+    image = to_unit_float(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8))
+    mask = (image > 0.5).astype(np.uint8)
+    out, out_mask = rotate_zoom(image, mask, 0.0, 1.0)
+    np.testing.assert_allclose(out, image, atol=1e-5)
+    np.testing.assert_array_equal(out_mask, mask)
+    out, out_mask = rotate_zoom(image, mask, 180.0, 1.0)
+    np.testing.assert_allclose(out, image[::-1, ::-1], atol=1e-5)
+    np.testing.assert_array_equal(out_mask, mask[::-1, ::-1])
+    if shape[0] == shape[1]:
+        out, out_mask = rotate_zoom(image, mask, 90.0, 1.0)
+        np.testing.assert_allclose(out, np.rot90(image), atol=1e-5)  # counter-clockwise as displayed
+        np.testing.assert_array_equal(out_mask, np.rot90(mask))
+
+
+def test_zoom_enlarges_about_the_centre():
+    image = np.zeros((64, 64), np.float32)
+    image[28:36, 28:36] = 1.0  # an 8-px square in the middle becomes a 16-px one
+    out, _ = rotate_zoom(image, None, 0.0, 2.0)
+    assert np.count_nonzero(out > 0.5) == 16 * 16 and out[24:40, 24:40].min() > 0.5
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rotate_zoom_keeps_the_mask_on_its_image(seed):
+    image = _block_image(seed)
+    mask = (image > 0.5).astype(np.uint8)
+    out, out_mask = random_rotate_zoom(image, mask, np.random.default_rng(seed), 180.0, 0.2)
+    assert out.shape == image.shape and out_mask.dtype == np.uint8 and set(np.unique(out_mask)) <= {0, 1}
+    assert np.abs(out - image).mean() > 0.05  # it moved
+    decided = np.abs(out - 0.5) > 0.1  # off the block edges, where bilinear and nearest (nearly) agree
+    assert decided.mean() > 0.8
+    # At a block's corner a rotated sample point may be nearest a pixel of the other block: rare.
+    assert np.mean(out_mask[decided] == (out > 0.5)[decided]) > 0.995
+
+
+def test_rotate_and_zoom_off_draw_nothing():
+    image = _noise_image(5)
+    mask = (image > 0.5).astype(np.uint8)
+    rng = np.random.default_rng(3)
+    assert random_rotate_zoom(image, mask, rng, 0.0, 0.0) == (image, mask)
+    assert rng.random() == np.random.default_rng(3).random()
+    # The preset's augmentations give the bytes they gave before rotate and zoom existed.
+    cfg = AugmentConfig()
+    assert (cfg.rotate, cfg.zoom) == (0.0, 0.0)
+    a = augment_pair(image, mask, np.random.default_rng(7), cfg)
+    rng = np.random.default_rng(7)
+    b = random_rot90(*random_flip(image, mask, rng), rng)
+    b = random_stretch(*b, rng, cfg.stretch)
+    np.testing.assert_array_equal(a[0], jitter_intensity(b[0], rng, cfg.brightness, cfg.contrast))
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("field, value", [("rotate", 181.0), ("rotate", -1.0), ("zoom", 0.6), ("zoom", True)])
+def test_rotate_and_zoom_ranges_are_checked(field, value):
+    with pytest.raises(ConfigError, match=f"augment.{field}"):
+        AugmentConfig(**{field: value})
 
 
 def test_intensity_jitter_touches_the_image_only():

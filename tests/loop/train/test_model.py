@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -173,5 +174,9 @@ def test_preset_overrides_reach_their_part_and_unknown_ones_are_named():
                                                             "encoder_weights": None})
     assert preset.model.input_norm == "per_image" and preset.train.freeze_random_encoder is False
     assert preset.model.encoder_weights is None
+    # --augment sets some augmentation fields over the preset's, keeping the rest.
+    base = resolved_preset(RunConfig.for_preset("smoke")).train.augment
+    turned = resolved_preset(RunConfig.for_preset("smoke"), {"augment": {"rotate": 30.0, "flip": False}}).train.augment
+    assert turned == dataclasses.replace(base, rotate=30.0, flip=False)
     with pytest.raises(RunError, match="override 'lr': unknown; expected some of encoder_weights"):
         resolved_preset(RunConfig.for_preset("smoke"), {"lr": 1.0})
