@@ -43,6 +43,7 @@ from loop.evaluate.metrics import (
     EvaluationError,
     as_binary_mask,
     binary_cross_entropy,
+    boundary_visibility,
     classification_metrics_batch,
     grain_count_rel_error,
     grain_size_distance,
@@ -67,7 +68,12 @@ ASTM E112 mean grain area (px²), mean lineal intercept over a grid of test line
 from the prediction, the truth and their relative error; grains per mm² at 1x and the
 E112 grain-size number G (with ``|G_pred − G_true|``), NaN where the pixel size is unknown."""
 
-REAL_SEGMENTATION_COLUMNS = SEGMENTATION_COLUMNS + REAL_GRAIN_KEYS
+REAL_IMAGE_KEYS = ("boundary_visibility",)
+"""Columns of a real segmentation table that describe the image and its mask, not the model:
+:func:`loop.evaluate.metrics.boundary_visibility` (about 1 where the boundary is not in the
+image, so that no model can find it there)."""
+
+REAL_SEGMENTATION_COLUMNS = SEGMENTATION_COLUMNS + REAL_GRAIN_KEYS + REAL_IMAGE_KEYS
 """Metric columns of a real segmentation table."""
 
 PIXEL_SIZE_FILE = "pixel_size_um.json"
@@ -376,7 +382,7 @@ def evaluate_real(
     ``height``, ``width`` (int64), then float64 metrics as in :func:`evaluate_view`
     (classification adds string ``image`` and int64 ``label``; segmentation adds float64 ``pixel_size_um``, NaN
     where unknown, before the metrics, and the closed-grain columns: the grain counts and
-    size distance of closed grains, and :data:`REAL_GRAIN_KEYS`); the summary is
+    size distance of closed grains, :data:`REAL_GRAIN_KEYS` and :data:`REAL_IMAGE_KEYS`); the summary is
     :func:`summarize_metrics` of the metric columns plus ``task``.
     """
     check_settings(batch_size, tile, overlap, threshold, tol, min_grain_area)
@@ -403,6 +409,7 @@ def evaluate_real(
                                                 batch_size=batch_size)
             row = _segmentation_row(logits, pair.mask, threshold, tol, min_grain_area)
             row.update(_real_grain_row(logits, pair.mask, threshold, sizes.get(pair.name)))
+            row["boundary_visibility"] = boundary_visibility(pair.image, pair.mask)
             rows.append(row)
             if out_dir is not None:
                 render_overlay(pair.image, infer.sigmoid(logits), pair.mask, out_dir / f"{pair.name}.png",

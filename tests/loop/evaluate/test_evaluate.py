@@ -26,7 +26,8 @@ from loop.evaluate.scoring import (
     overlay_rgb,
     render_overlay,
 )
-from loop.evaluate.metrics import CLASSIFICATION_KEYS, EvaluationError
+from loop.evaluate.metrics import CLASSIFICATION_KEYS, EvaluationError, boundary_visibility
+from loop.evaluate.real import RealFolder
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,8 @@ def test_evaluate_real_reports_closed_grain_statistics(grain_folder):
         # No pixel size: no grains per mm², no G.
         assert math.isnan(row["pixel_size_um"]) and math.isnan(row["astm_g_true"])
         assert math.isnan(row["grains_per_mm2_pred"]) and math.isnan(row["astm_g_abs_error"])
+    for row, pair in zip(table.to_pylist(), RealFolder(grain_folder)):  # a property of the image, not the model
+        assert row["boundary_visibility"] == boundary_visibility(pair.image, pair.mask) > 1.5
     assert summary["mean_intercept_rel_error"] == pytest.approx(np.mean(table["mean_intercept_rel_error"].to_pylist()))
     assert math.isnan(summary["astm_g_true"])
 
