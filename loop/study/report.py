@@ -103,12 +103,54 @@ def collect(out: str, at_cycle: int | None = None) -> dict[str, Any]:
                 done = [c["cycle"] for c in status["cycles"][:cycle + 1] if c["state"] == "done"]
                 entry["state"] = ("finished" if last in done else
                                   f"cycles 0..{max(done)} of 0..{last} done" if done else "cycle 0 not done yet")
+                own = range(1, cycle + 1) if policy else range(0, 1)  # a fork's cycle 0 is its base's
+                entry["wall_s"] = sum(float((c.get("wall_s") or {}).get("cycle_done", 0.0))
+                                      for c in status["cycles"] if c["cycle"] in own and c["state"] == "done")
+                entry["span"] = _own_span(run, own)
             if policy and entry["state"] != "finished":
                 seed_complete = False
             runs[f"seed{seed:02d}/{policy or BASE}"] = entry
         if seed_complete:
             complete.append(seed)
     return {"config": config, "cycle": cycle, "runs": runs, "complete_seeds": complete}
+
+
+def _own_span(run: str, cycles: range) -> tuple[float, float] | None:
+    """Unix times of the first and last journal events of ``run`` in ``cycles`` (``None`` if none)."""
+    from loop.run.journal import Journal
+    from loop.run.names import JOURNAL
+    from stores import RunStore
+
+    times = [e["time"] for e in Journal(RunStore.open(run).path(JOURNAL)).events()
+             if e.get("cycle") in cycles and isinstance(e.get("time"), (int, float))]
+    return (min(times), max(times)) if times else None
+
+
+def time_taken(data: Mapping[str, Any]) -> dict[str, Any]:
+    """How long the reported cycles of a comparison took: from the first run's start to the last
+    run's end (``wall_s``), the runs' own times summed (``run_s``, a fork's cycle 0 counted once,
+    in its base) and averaged per base and per policy run."""
+    entries = [e for e in data["runs"].values() if e.get("span")]
+    if not entries:
+        return {"wall_s": None, "run_s": 0.0, "base_mean_s": None, "policy_mean_s": None, "runs": 0}
+    base = [e["wall_s"] for e in entries if e["policy"] == BASE]
+    policy = [e["wall_s"] for e in entries if e["policy"] != BASE]
+    return {"wall_s": max(e["span"][1] for e in entries) - min(e["span"][0] for e in entries),
+            "run_s": float(sum(base) + sum(policy)), "runs": len(entries),
+            "base_mean_s": float(np.mean(base)) if base else None,
+            "policy_mean_s": float(np.mean(policy)) if policy else None}
+
+
+def _time_line(taken: Mapping[str, Any]) -> str:
+    if not taken["runs"]:
+        return "Time: no run has started yet."
+    parts = [f"Time: {taken['wall_s'] / 60:.1f} min from the first run's start to the last run's end "
+             f"({taken['runs']} runs, {taken['run_s'] / 60:.1f} run-minutes in all"]
+    if taken["base_mean_s"] is not None:
+        parts.append(f"{taken['base_mean_s']:.0f} s per base run")
+    if taken["policy_mean_s"] is not None:
+        parts.append(f"{taken['policy_mean_s']:.0f} s per policy run")
+    return ", ".join(parts) + "; several runs at once overlap)."
 
 
 def _value(entry: Mapping[str, Any], source: str, cycle: int, metric: str) -> float | None:
@@ -427,6 +469,7 @@ def write_report(out: str, *, at_cycle: int | None = None, say: Callable[[str], 
     policies = list(config.policies)
 
     primary = primary_endpoint(config, stats, seeds)
+    taken = time_taken(data)
     metric_name = METRIC_NAMES.get(primary["metric"], primary["metric"])
     real = "; ".join(f"{name} = {path}" for name, path in config.real)
     lines = [f"# Policy comparison: {', '.join(policies)}", "",
@@ -440,7 +483,7 @@ def write_report(out: str, *, at_cycle: int | None = None, say: Callable[[str], 
              + (f"; real images: {real}" if real else "") + ".",
              f"Complete seeds (every policy run finished): {len(seeds)} of {config.seeds}"
              + (f" ({', '.join(map(str, seeds))})" if seeds else "") + f". Rendered {time.strftime('%Y-%m-%d %H:%M:%S')}.",
-             "",
+             _time_line(taken), "",
              f"## Primary endpoint: {source_label(primary['source'])}, {metric_name} (`{config.primary}`), "
              f"against {config.reference}", "",
              f"Declared in compare.toml before any run. Per policy, the paired difference policy − "
@@ -501,7 +544,7 @@ def write_report(out: str, *, at_cycle: int | None = None, say: Callable[[str], 
     lines += [f"| {entry['run']} | {entry['state']} |" for entry in data["runs"].values()]
     _write(folder, root, files["report"], ("\n".join(lines) + "\n").encode("utf-8"))
 
-    result = {"out": out, "settings": config.to_dict(), "complete_seeds": seeds, "primary": primary,
+    result = {"out": out, "settings": config.to_dict(), "complete_seeds": seeds, "time": taken, "primary": primary,
               "statistics": stats,
               "failures": failures, "runs": {k: {"run": v["run"], "state": v["state"]} for k, v in data["runs"].items()},
               "files": files}

@@ -399,6 +399,10 @@ def test_report_numbers_equal_the_run_directories(comparison) -> None:
     assert "## Failure analysis" in report and "**boundary_thickness**" in report
     assert data["failures"]["n_val_samples"] == 20
     assert "**boundary visibility (image)**" in report and sum(data["failures"]["visibility"]["n_val"]) == 20
+    own = [(run_dir(out, s), 0) for s in (1, 2)] + [(run_dir(out, s, p), 1) for s in (1, 2) for p in ("random", "worst10")]
+    run_s = sum(run_status(run)["cycles"][c]["wall_s"]["cycle_done"] for run, c in own)
+    assert data["time"]["runs"] == 6 and data["time"]["run_s"] == pytest.approx(run_s)
+    assert 0 < data["time"]["wall_s"] and f"Time: {data['time']['wall_s'] / 60:.1f} min from the first run's start" in report
     assert all(sum(share) == pytest.approx(1.0) for share in data["failures"]["visibility"]["new_share"].values())
 
     # --report re-renders the same numbers from the run directories, running nothing.
