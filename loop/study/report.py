@@ -49,6 +49,8 @@ METRIC_NAMES = {"miou": "mIoU", "error": "error", "boundary_f1": "boundary F1",
                 "mean_intercept_rel_error": "mean-intercept relative error",
                 "balanced_error": "balanced error", "miss_rate": "miss rate", "false_alarm_rate": "false-alarm rate"}
 PLOTS_DIR = "plots"
+PANEL_COLUMNS = 4
+"""Panels per row of the report's plots (a dozen panels in one strip are unreadable)."""
 
 
 def source_label(source: str) -> str:
@@ -365,13 +367,52 @@ def _per_cycle_table(block: Mapping[str, Any], policies: Sequence[str]) -> list[
     return lines
 
 
-def plot_per_cycle(stats: Mapping[str, Any], policies: Sequence[str]) -> bytes:
-    """PNG: each metric per cycle, one line per policy (mean over seeds) with a mean ± sd band."""
+def _panel_grid(n: int, width: float, height: float) -> tuple[Any, np.ndarray]:
+    """A figure of ``n`` panels of ``width`` × ``height`` inches, :data:`PANEL_COLUMNS` to a row;
+    the unused cells of the last row hidden."""
     from matplotlib.figure import Figure
 
+    cols = min(PANEL_COLUMNS, max(1, n))
+    rows = -(-max(1, n) // cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def plot_primary(primary: Mapping[str, Any], final: Mapping[str, Sequence[float]]) -> bytes:
+    """PNG: the primary endpoint at a glance — per policy, its seeds' paired differences to the
+    reference (dots) and their mean with the 95 % interval (bar), against the zero line."""
+    from policies import METRIC_HIGHER_IS_BETTER
+
+    comparisons = primary["comparisons"]
+    fig, (ax,) = _panel_grid(1, 7.0, 1.2 + 0.55 * len(comparisons))
+    reference = np.asarray(final[primary["reference"]], dtype=np.float64)
+    for y, c in enumerate(comparisons):
+        diffs = np.asarray(final[c["a"]], dtype=np.float64) - reference
+        ax.scatter(diffs, np.full(len(diffs), y) + np.linspace(-0.15, 0.15, len(diffs)), s=12, color="grey",
+                   alpha=0.7, zorder=2)
+        colour = "C3" if c["significant"] else "black"
+        ax.errorbar(c["mean_difference"], y, xerr=[[c["mean_difference"] - c["ci_low"]], [c["ci_high"] - c["mean_difference"]]],
+                    fmt="D", color=colour, capsize=4, lw=2, zorder=3)
+    ax.axvline(0.0, color="C0", lw=1)
+    ax.set_yticks(range(len(comparisons)), [c["a"] for c in comparisons], fontsize=8)
+    ax.set_ylim(len(comparisons) - 0.5, -0.5)
+    better = "higher" if METRIC_HIGHER_IS_BETTER.get(primary["metric"], True) else "lower"
+    ax.set_xlabel(f"{primary['metric']} − {primary['reference']} ({source_label(primary['source'])}; "
+                  f"{better} is better)", fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"Primary endpoint {primary['endpoint']}: paired difference to {primary['reference']}, N = "
+                 f"{primary['n']} seeds\n(dots: seeds; bar: mean and {int(primary['confidence'] * 100)} % CI, "
+                 "red where Holm p < 0.05)", fontsize=9)
+    return _png(fig)
+
+
+def plot_per_cycle(stats: Mapping[str, Any], policies: Sequence[str]) -> bytes:
+    """PNG: each metric per cycle, one line per policy (mean over seeds) with a mean ± sd band."""
     panels = [(source, m) for source, block in stats.items() if source in SOURCES for m in block["metrics"]]
-    fig = Figure(figsize=(4.2 * len(panels), 3.4), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    fig, axes = _panel_grid(len(panels), 4.2, 3.4)
     for ax, (source, metric) in zip(axes, panels):
         for i, p in enumerate(policies):
             rows = stats[source]["per_cycle"][metric][p]
@@ -391,11 +432,8 @@ def plot_per_cycle(stats: Mapping[str, Any], policies: Sequence[str]) -> bytes:
 
 def plot_paired(stats: Mapping[str, Any], policies: Sequence[str], seeds: Sequence[int]) -> bytes:
     """PNG: the final values per seed, one grey line per seed joining the policies, and the mean."""
-    from matplotlib.figure import Figure
-
     panels = [(source, m) for source, block in stats.items() if source in SOURCES for m in block["metrics"]]
-    fig = Figure(figsize=(max(3.2, 1.4 * len(policies) + 1.5) * len(panels), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+    fig, axes = _panel_grid(len(panels), max(3.2, 1.1 * len(policies) + 1.5), 3.8)
     for ax, (source, metric) in zip(axes, panels):
         final = stats[source]["final"][metric]
         names = [p for p in policies if p in final]
@@ -405,7 +443,7 @@ def plot_paired(stats: Mapping[str, Any], policies: Sequence[str], seeds: Sequen
             ax.annotate(str(seed), (x[-1], final[names[-1]][j]), xytext=(4, 0), textcoords="offset points",
                         fontsize=6, color="grey", va="center")
         ax.plot(x, [np.mean(final[p]) for p in names], marker="D", color="black", lw=2.5, label="mean")
-        ax.set_xticks(x, names)
+        ax.set_xticks(x, names, rotation=25, ha="right", fontsize=7)
         ax.set_xlim(-0.4, len(names) - 0.6)
         ax.set_title(f"final {metric} ({source_label(source)})", fontsize=9)
         ax.grid(alpha=0.3)
@@ -495,6 +533,10 @@ def write_report(out: str, *, at_cycle: int | None = None, say: Callable[[str], 
                 if seeds and 2 / 2 ** len(seeds) >= SIGNIFICANCE else "") + ".", ""]
     if primary["comparisons"]:
         lines += _primary_table(primary) + [""]
+        files["primary_plot"] = posixpath.join(root, PLOTS_DIR, "primary.png")
+        final = stats[primary["source"]]["final"][primary["metric"]]
+        _write(folder, root, files["primary_plot"], plot_primary(primary, final))
+        lines += [f"![primary endpoint]({PLOTS_DIR}/primary.png)", ""]
     lines += [f"**Verdict:** {primary['verdict']}", ""]
     if not seeds:
         lines += ["No seed is complete yet: no statistics. Run `loop compare` on this folder to go on.", ""]

@@ -375,9 +375,12 @@ def test_report_numbers_equal_the_run_directories(comparison) -> None:
     out, _ = comparison
     report = (Path(out) / "report.md").read_text()
     data = json.loads((Path(out) / "report.json").read_text())
-    for name in ("metric_per_cycle.png", "paired_final.png", "failures.png"):
+    for name in ("primary.png", "metric_per_cycle.png", "paired_final.png", "failures.png"):
         assert (Path(out) / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert data["complete_seeds"] == [1, 2]
+    # The first screen: the primary table, then its plot, then the verdict.
+    assert report.index("| policy − random |") < report.index("![primary endpoint](plots/primary.png)") \
+        < report.index("**Verdict:**")
     val = data["statistics"]["val"]
     finals = {}
     for metric in ("miou", "error", "boundary_f1"):
