@@ -448,7 +448,8 @@ def test_resume_does_only_the_missing_work(comparison, tmp_path) -> None:
         assert Path(run, "journal.jsonl").read_bytes() == before, run
     assert sum("done already, skipped" in line for line in lines) == 4
     resumed = [json.loads(line) for line in journal.read_text().splitlines()][cut + 1:]
-    assert [e["event"] for e in resumed][:2] == ["resumed", "trained"]
+    # Training progress lines are journaled only when training takes long enough (a loaded machine): not counted.
+    assert [e["event"] for e in resumed if e["event"] != "train_progress"][:2] == ["resumed", "trained"]
     assert resumed[-1]["event"] == "finished"
     assert not any(e["event"] == "generated" for e in resumed)  # cycle 1's data was kept
     assert any(e["event"] == "forked" for e in map(json.loads, Path(run_dir(out, 2, "worst10"), "journal.jsonl")
