@@ -34,8 +34,6 @@ AUGMENT_HELP = ("Training augmentation over the preset's, KEY=VALUE[,KEY=VALUE..
                 "contrast, stretch, rotate (degrees; 180 = any angle), zoom; `off` turns every one off first, e.g. "
                 "`--augment rotate=180,zoom=0.1` or `--augment off,flip=on`; frozen into the run.")
 
-_AUGMENT_OFF = {"flip": False, "rot90": False, "brightness": 0.0, "contrast": 0.0, "stretch": 0.0, "rotate": 0.0,
-                "zoom": 0.0}
 _SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 
 
@@ -50,16 +48,17 @@ def augment_option(text: str | None) -> dict[str, bool | float] | None:
     from loop.config.training import AugmentConfig
 
     fields = {f.name: f.type for f in dataclasses.fields(AugmentConfig) if not f.name.startswith("_")}
+    switches = {name for name, kind in fields.items() if kind in (bool, "bool")}
     settings: dict[str, bool | float] = {}
     for item in (part.strip() for part in text.split(",")):
-        if item == "off":
-            settings.update(_AUGMENT_OFF)
+        if item == "off":  # every augmentation off: switches False, amounts 0
+            settings.update({name: False if name in switches else 0.0 for name in fields})
             continue
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip().lower()
         if not sep or key not in fields:
             raise ConfigError(f"--augment {item!r}: expected KEY=VALUE with KEY one of {', '.join(fields)}, or off")
-        if fields[key] in (bool, "bool"):
+        if key in switches:
             if value not in _SWITCH:
                 raise ConfigError(f"--augment {key}={value}: expected on or off")
             settings[key] = _SWITCH[value]

@@ -331,7 +331,7 @@ def resolve_settings(out: str, given: Mapping[str, Any]) -> CompareConfig:
         if missing:
             raise CompareError(f"{out}: no comparison there yet; --{missing[0]} is needed to start one")
         config = CompareConfig(**given)
-        Location(out).write_bytes(SETTINGS_FILE, tomli_w.dumps({"compare": config.to_dict()}).encode("utf-8"))
+        _write_settings(out, config)
         return config
     asked = CompareConfig(**{**frozen.to_dict(), "policies": frozen.policies, **given})
     for field in dataclasses.fields(CompareConfig):
@@ -346,9 +346,14 @@ def resolve_settings(out: str, given: Mapping[str, Any]) -> CompareConfig:
                 f"got {_show(getattr(asked, field.name))}; use the same settings to resume it, or another OUT")
     if asked.cycles > frozen.cycles:
         extended = dataclasses.replace(frozen, cycles=asked.cycles)
-        Location(out).write_bytes(SETTINGS_FILE, tomli_w.dumps({"compare": extended.to_dict()}).encode("utf-8"))
+        _write_settings(out, extended)
         return extended
     return frozen
+
+
+def _write_settings(out: str, config: CompareConfig) -> None:
+    """Freeze ``config`` in ``OUT/compare.toml``."""
+    Location(out).write_bytes(SETTINGS_FILE, tomli_w.dumps({"compare": config.to_dict()}).encode("utf-8"))
 
 
 def _show(value: Any) -> str:

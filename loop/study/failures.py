@@ -25,13 +25,13 @@ fixes them there and loses elsewhere.
 
 from __future__ import annotations
 
-import io
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from generators.space import Choice, Integer, ParamSpace
 from loop.evaluate.metrics import boundary_visibility
+from loop.study.plots import figure_png, panel_grid
 
 DEFAULT_BINS = 5
 WORST_REGIONS = 3
@@ -105,23 +105,16 @@ def visibility_gains(base_visibility: Sequence[Mapping[str, np.ndarray]], base_r
         return dict(zip(np.asarray(rows["sample_id"]).tolist(), np.asarray(rows["score"], np.float64).tolist()))
 
     pooled_vis = np.concatenate([np.asarray(v["visibility"]) for v in base_visibility]) if base_visibility else np.zeros(0)
-    finite = pooled_vis[np.isfinite(pooled_vis)]
-    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, n_bins + 1))) if finite.size else np.zeros(1)
-    if len(edges) < 2:
-        edges = np.array([edges[0], edges[0]])
-    labels = [f"{_num(lo)}–{_num(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
+    labels, to_bin = _quantile_bins(pooled_vis, n_bins)
     k = len(labels)
-
-    def to_bin(x: np.ndarray) -> np.ndarray:
-        index = np.searchsorted(edges[1:-1], np.asarray(x, np.float64), side="right")
-        return np.where(np.isfinite(x), index, -1)
 
     vis, start, gains = [], [], {p: [] for p in policy_rows}
     finals: dict[str, list[float]] = {p: [] for p in policy_rows}
     for j, seen in enumerate(base_visibility):
         base = scores_by_id(base_rows[j])
+        final_by_id = {p: scores_by_id(rows[j]) for p, rows in policy_rows.items()}  # once per seed, not per sample
         for sid, v in zip(np.asarray(seen["sample_id"]).tolist(), np.asarray(seen["visibility"]).tolist()):
-            after = {p: scores_by_id(rows[j]).get(sid) for p, rows in policy_rows.items()}
+            after = {p: scores.get(sid) for p, scores in final_by_id.items()}
             if sid not in base or any(a is None for a in after.values()):
                 continue
             vis.append(v)
@@ -155,12 +148,25 @@ def _bins(dim: Any, values: np.ndarray, n_bins: int) -> tuple[list[str], Any]:
         options = list(dim.options) if isinstance(dim, Choice) else list(range(int(dim.low), int(dim.high) + 1))
         lookup = {o: i for i, o in enumerate(options)}
         return [str(o) for o in options], lambda x: np.array([lookup.get(v, -1) for v in x], dtype=np.int64)
-    edges = np.unique(np.quantile(values.astype(np.float64), np.linspace(0.0, 1.0, n_bins + 1)))
+    return _quantile_bins(values, n_bins)
+
+
+def _quantile_bins(values: np.ndarray, n_bins: int) -> tuple[list[str], Any]:
+    """Labels of ``n_bins`` quantile bins of the finite ``values`` (fewer where quantiles tie) and a
+    function mapping values to bin indices (-1 for NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, n_bins + 1))) if finite.size else np.zeros(1)
     if len(edges) < 2:
         edges = np.array([edges[0], edges[0]])
     labels = [f"{_num(lo)}–{_num(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
     inner = edges[1:-1]
-    return labels, lambda x: np.searchsorted(inner, np.asarray(x, dtype=np.float64), side="right")
+
+    def to_bin(x: Any) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return np.where(np.isfinite(x), np.searchsorted(inner, x, side="right"), -1)
+
+    return labels, to_bin
 
 
 def _num(x: float) -> str:
@@ -298,15 +304,10 @@ def _visibility_markdown(vis: Mapping[str, Any], metric: str, policies: Sequence
 def plot_failures(analysis: Mapping[str, Any]) -> bytes:
     """PNG: one panel per parameter, mean score per bin for the cycle-0 model and each policy's
     final model (lines), and each policy's share of new samples per bin (bars, right axis)."""
-    from matplotlib.figure import Figure
-
     params = list(analysis["parameters"])
     if analysis.get("visibility"):
         params.append({"parameter": VISIBILITY_LABEL, "unit": "", **analysis["visibility"]})
-    cols = min(4, max(1, len(params)))
-    rows = -(-len(params) // cols)
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    fig, axes = panel_grid(len(params), 4.2, 3.2)
     policies = list(params[0]["final"]) if params else []
     colours = {p: f"C{i}" for i, p in enumerate(policies)}
     for ax, entry in zip(axes, params):
@@ -327,12 +328,8 @@ def plot_failures(analysis: Mapping[str, Any]) -> bytes:
         ax.set_xticks(x, entry["bins"], rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(f"mean {analysis['metric']}", fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
-    for ax in axes[len(params):]:
-        ax.set_visible(False)
     if params:
         axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(f"Where the models fail: validation {analysis['metric']} per parameter bin "
                  f"(bars: share of each policy's new samples)", fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return figure_png(fig)

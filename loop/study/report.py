@@ -23,7 +23,6 @@ secondary family (every such test of every source and metric).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import posixpath
@@ -36,6 +35,7 @@ from stores.location import Location
 from loop.study.compare_settings import (
     BASE, ENDPOINT_METRICS, CompareConfig, CompareError, read_settings, run_dir,
 )
+from loop.study.plots import figure_png, panel_grid
 from loop.study.statistics import (
     CONFIDENCE, PRIMARY_CONFIDENCE, RATE_METRICS, SIGNIFICANCE, compare_to_reference, holm, pairwise_tests,
     summarize,
@@ -49,8 +49,6 @@ METRIC_NAMES = {"miou": "mIoU", "error": "error", "boundary_f1": "boundary F1",
                 "mean_intercept_rel_error": "mean-intercept relative error",
                 "balanced_error": "balanced error", "miss_rate": "miss rate", "false_alarm_rate": "false-alarm rate"}
 PLOTS_DIR = "plots"
-PANEL_COLUMNS = 4
-"""Panels per row of the report's plots (a dozen panels in one strip are unreadable)."""
 
 
 def source_label(source: str) -> str:
@@ -367,27 +365,13 @@ def _per_cycle_table(block: Mapping[str, Any], policies: Sequence[str]) -> list[
     return lines
 
 
-def _panel_grid(n: int, width: float, height: float) -> tuple[Any, np.ndarray]:
-    """A figure of ``n`` panels of ``width`` × ``height`` inches, :data:`PANEL_COLUMNS` to a row;
-    the unused cells of the last row hidden."""
-    from matplotlib.figure import Figure
-
-    cols = min(PANEL_COLUMNS, max(1, n))
-    rows = -(-max(1, n) // cols)
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes
-
-
 def plot_primary(primary: Mapping[str, Any], final: Mapping[str, Sequence[float]]) -> bytes:
     """PNG: the primary endpoint at a glance — per policy, its seeds' paired differences to the
     reference (dots) and their mean with the 95 % interval (bar), against the zero line."""
     from policies import METRIC_HIGHER_IS_BETTER
 
     comparisons = primary["comparisons"]
-    fig, (ax,) = _panel_grid(1, 7.0, 1.2 + 0.55 * len(comparisons))
+    fig, (ax,) = panel_grid(1, 7.0, 1.2 + 0.55 * len(comparisons))
     reference = np.asarray(final[primary["reference"]], dtype=np.float64)
     for y, c in enumerate(comparisons):
         diffs = np.asarray(final[c["a"]], dtype=np.float64) - reference
@@ -406,13 +390,13 @@ def plot_primary(primary: Mapping[str, Any], final: Mapping[str, Sequence[float]
     fig.suptitle(f"Primary endpoint {primary['endpoint']}: paired difference to {primary['reference']}, N = "
                  f"{primary['n']} seeds\n(dots: seeds; bar: mean and {int(primary['confidence'] * 100)} % CI, "
                  "red where Holm p < 0.05)", fontsize=9)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_per_cycle(stats: Mapping[str, Any], policies: Sequence[str]) -> bytes:
     """PNG: each metric per cycle, one line per policy (mean over seeds) with a mean ± sd band."""
     panels = [(source, m) for source, block in stats.items() if source in SOURCES for m in block["metrics"]]
-    fig, axes = _panel_grid(len(panels), 4.2, 3.4)
+    fig, axes = panel_grid(len(panels), 4.2, 3.4)
     for ax, (source, metric) in zip(axes, panels):
         for i, p in enumerate(policies):
             rows = stats[source]["per_cycle"][metric][p]
@@ -427,13 +411,13 @@ def plot_per_cycle(stats: Mapping[str, Any], policies: Sequence[str]) -> bytes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Metric per cycle: mean over seeds ± sd (cycle 0 is the common start)", fontsize=10)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def plot_paired(stats: Mapping[str, Any], policies: Sequence[str], seeds: Sequence[int]) -> bytes:
     """PNG: the final values per seed, one grey line per seed joining the policies, and the mean."""
     panels = [(source, m) for source, block in stats.items() if source in SOURCES for m in block["metrics"]]
-    fig, axes = _panel_grid(len(panels), max(3.2, 1.1 * len(policies) + 1.5), 3.8)
+    fig, axes = panel_grid(len(panels), max(3.2, 1.1 * len(policies) + 1.5), 3.8)
     for ax, (source, metric) in zip(axes, panels):
         final = stats[source]["final"][metric]
         names = [p for p in policies if p in final]
@@ -450,13 +434,7 @@ def plot_paired(stats: Mapping[str, Any], policies: Sequence[str], seeds: Sequen
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Per seed (grey lines, seed number at the right), final cycle; seeds {', '.join(map(str, seeds))}",
                  fontsize=10)
-    return _png(fig)
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def _write(folder: Location, root: str, path: str, data: bytes) -> None:
