@@ -38,7 +38,7 @@ from loop.cli.output import echo_json, say
 @click.option("--size", type=int, default=None, help="Image side in px (preset default).")
 @data_and_model_options
 @click.option("--parallel", type=int, default=None,
-              help="Runs driven at once (default: from the cluster's GPUs; one at a time on CPUs, where several at once share the cores: each run's trainer and evaluator get cores / N torch threads).")
+              help="Runs driven at once (default: one per GPU; one at a time on CPUs). Several at once share the machine: on CPUs each run's trainer and evaluator get cores / N torch threads; more runs than GPUs share the GPUs (each run reserves GPUs / N).")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray).")
 @click.option("--report", "report_only", is_flag=True, help="Only re-render OUT's report and plots from its runs.")
 @click.option("--at-cycle", type=click.IntRange(min=1), default=None,

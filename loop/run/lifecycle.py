@@ -124,14 +124,17 @@ def resolved_preset(config: RunConfig, overrides: Mapping[str, Any] | None = Non
 
 def start_run(run: str, config: RunConfig, *, address: str | None = None,
               overrides: Mapping[str, Any] | None = None, say: Callable[[str], None] = print,
-              train_progress: TrainProgress | None = None, threads: int | None = None) -> None:
+              train_progress: TrainProgress | None = None, threads: int | None = None,
+              gpu_share: float | None = None) -> None:
     """Create run ``run`` with ``config`` and run all its cycles.
 
     ``overrides``: preset settings (:data:`PRESET_OVERRIDES`), frozen with the rest in run.toml.
     ``say`` gets the progress lines; ``train_progress`` gets the training progress records
     while a model trains (see :class:`loop.run.driver.CycleDriver`). ``threads``: torch CPU
     threads of the run's trainer and evaluator (default: every core of their node; a
-    comparison driving several runs at once on CPUs gives each its share).
+    comparison driving several runs at once on CPUs gives each its share). ``gpu_share``: the
+    fraction of a GPU the run's actors reserve together on a GPU cluster (default one whole GPU;
+    a comparison driving more runs than there are GPUs gives each its share).
     """
     from stores import RunStore
 
@@ -146,15 +149,16 @@ def start_run(run: str, config: RunConfig, *, address: str | None = None,
     store = RunStore.create(run, generator_name=generator.name, generator_version=generator.version,
                             task=generator.task, space=run_space(config),
                             config={"run": config.to_dict(), **preset.to_dict()})
-    _drive(store.uri, config.cycles, address, say, train_progress, started=True, threads=threads)
+    _drive(store.uri, config.cycles, address, say, train_progress, started=True, threads=threads,
+           gpu_share=gpu_share)
 
 
 def resume_run(run: str, cycles: int | None = None, *, address: str | None = None,
                say: Callable[[str], None] = print, train_progress: TrainProgress | None = None,
-               threads: int | None = None) -> None:
+               threads: int | None = None, gpu_share: float | None = None) -> None:
     """Go on with run ``run`` after a crash or a kill, or add cycles (``cycles`` = new total).
 
-    ``say``, ``train_progress`` and ``threads`` as for :func:`start_run`.
+    ``say``, ``train_progress``, ``threads`` and ``gpu_share`` as for :func:`start_run`.
     """
     from stores import RunStore
 
@@ -176,7 +180,7 @@ def resume_run(run: str, cycles: int | None = None, *, address: str | None = Non
         cycles = target
     elif cycles < target:
         raise RunError(f"--cycles {cycles}: the run already aims at {target} cycles; expected at least {target}")
-    _drive(store.uri, cycles, address, say, train_progress, started=False, threads=threads)
+    _drive(store.uri, cycles, address, say, train_progress, started=False, threads=threads, gpu_share=gpu_share)
 
 
 def _check_journal_matches_data(store: Any, journal: Journal) -> None:
@@ -196,7 +200,8 @@ def _check_journal_matches_data(store: Any, journal: Journal) -> None:
 
 
 def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None],
-           train_progress: TrainProgress | None, *, started: bool, threads: int | None = None) -> None:
+           train_progress: TrainProgress | None, *, started: bool, threads: int | None = None,
+           gpu_share: float | None = None) -> None:
     from stores import RunStore
 
     with RunLock(run) as lock:
@@ -209,7 +214,7 @@ def _drive(run: str, cycles: int, address: str | None, say: Callable[[str], None
         preset = _preset_from_store(store.config)
         journal = Journal(store.path(JOURNAL), guard=lock.check)  # a lost lease stops the driver's writes
         journal.append("started" if started else "resumed", cycles=cycles, pid=os.getpid())
-        with ray_session(address), _actors(threads) as (trainer, evaluator, workers):
+        with ray_session(address), _actors(threads, gpu_share) as (trainer, evaluator, workers):
             driver = CycleDriver(store, journal, config, preset, trainer=trainer, evaluator=evaluator,
                                  workers=config.workers or workers, say=say, train_progress=train_progress)
             driver.run(cycles)
@@ -225,23 +230,40 @@ def _preset_from_store(config: dict[str, Any]) -> Preset:
         raise ConfigError(f"run.toml: config lacks {missing}; was this run made by `loop start`?") from None
 
 
+def actor_options(cluster_resources: Mapping[str, float], gpu_share: float | None = None) -> dict[str, Any]:
+    """Ray options for each of a run's two actors (trainer, evaluator) on a cluster with
+    ``cluster_resources``: on a GPU cluster half of ``gpu_share`` of a GPU each (default a whole
+    GPU per run), no CPU slot.
+
+    >>> actor_options({"CPU": 16.0, "GPU": 1.0}, 0.25)
+    {'num_gpus': 0.125, 'num_cpus': 0}
+    """
+    from loop.run.trainer_actor import trainer_actor_options
+
+    if gpu_share is not None and not 0 < gpu_share <= 1:
+        raise RunError(f"gpu_share: expected a fraction of a GPU in (0, 1], got {gpu_share!r}")
+    # The actors work between generation phases, never during one, so they reserve no CPU
+    # slot: generator tasks get every CPU of the cluster.
+    options = {**trainer_actor_options(cluster_resources), "num_cpus": 0}
+    if options.get("num_gpus"):
+        # They also take turns on the GPU, so each reserves half the run's share: a whole GPU
+        # each would leave the evaluator unscheduled, and the run waiting for it, on a one-GPU cluster.
+        options["num_gpus"] = 0.5 * (gpu_share or 1.0)
+    return options
+
+
 @contextlib.contextmanager
-def _actors(threads: int | None = None) -> Iterator[tuple[Any, Any, int]]:
+def _actors(threads: int | None = None, gpu_share: float | None = None) -> Iterator[tuple[Any, Any, int]]:
     """The trainer and evaluator actors (``threads`` torch CPU threads each; default every core
-    of their node) and the number of generator workers the cluster allows."""
+    of their node; ``gpu_share`` of a GPU together, see :func:`actor_options`) and the number of
+    generator workers the cluster allows."""
     import ray
 
     from loop.run.evaluator_actor import EvaluatorActor
-    from loop.run.trainer_actor import TrainerActor, trainer_actor_options
+    from loop.run.trainer_actor import TrainerActor
 
     resources = ray.cluster_resources()
-    # The actors work between generation phases, never during one, so they reserve no CPU
-    # slot: generator tasks get every CPU of the cluster.
-    options = {**trainer_actor_options(resources), "num_cpus": 0}
-    if options.get("num_gpus"):
-        # They also take turns on the GPU, so each reserves half of one: a whole GPU each would
-        # leave the evaluator unscheduled, and the run waiting for it, on a one-GPU cluster.
-        options["num_gpus"] = 0.5
+    options = actor_options(resources, gpu_share)
     trainer = TrainerActor.options(**options).remote(num_threads=threads)
     evaluator = EvaluatorActor.options(**options).remote(num_threads=threads)
     try:

@@ -45,11 +45,26 @@ def threads_per_run(cluster_resources: Mapping[str, float], slots: int) -> int |
     return max(1, int(float(cluster_resources.get("CPU", 1))) // slots)
 
 
+def gpu_share_per_run(cluster_resources: Mapping[str, float], slots: int) -> float | None:
+    """The fraction of a GPU each of ``slots`` runs driven at once reserves: ``None`` (a whole GPU,
+    a run's default) on CPUs or when there is a GPU per run, else the GPUs shared out, so that
+    ``--parallel 4`` on a one-GPU machine trains four runs side by side instead of one after another.
+
+    >>> gpu_share_per_run({"CPU": 16.0, "GPU": 1.0}, 4), gpu_share_per_run({"GPU": 2.0}, 2), gpu_share_per_run({"CPU": 2.0}, 2)
+    (0.25, None, None)
+    """
+    gpus = float(cluster_resources.get("GPU", 0))
+    if gpus <= 0 or slots <= gpus:
+        return None
+    return gpus / slots
+
+
 def parallel_runs(cluster_resources: Mapping[str, float]) -> int:
     """How many runs to drive at once on a cluster with ``cluster_resources``.
 
     A run's trainer and evaluator actors take turns on one GPU (half a GPU each, see
-    :func:`loop.run.lifecycle.start_run`), so a GPU cluster drives one run per GPU. On CPUs a run's
+    :func:`loop.run.lifecycle.start_run`), so a GPU cluster drives one run per GPU (``--parallel``
+    above that shares the GPUs, see :func:`gpu_share_per_run`). On CPUs a run's
     trainer uses every core of its node and its actors reserve no CPU slot, so Ray could not
     spread runs over nodes: one run at a time (``--parallel`` overrides).
     """
@@ -136,9 +151,10 @@ def _finished(run: str, cycles: int) -> bool:
 
 def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | None, say: Say,
                train_progress: Callable[[dict[str, Any]], None] | None = None,
-               overrides: Mapping[str, Any] | None = None, threads: int | None = None) -> str:
+               overrides: Mapping[str, Any] | None = None, threads: int | None = None,
+               gpu_share: float | None = None) -> str:
     """Bring ``run`` to cycle ``config.cycles``: skip it, resume it, or start (or fork from ``base``) it,
-    its actors with ``threads`` torch threads (:func:`loop.run.lifecycle.start_run`).
+    its actors with ``threads`` torch threads and ``gpu_share`` of a GPU (:func:`loop.run.lifecycle.start_run`).
     Returns what was done: ``"skipped"``, ``"resumed"``, ``"started"`` or ``"forked"``."""
     from loop.run.fork import fork_run
     from loop.run.lifecycle import resume_run, run_status, start_run
@@ -154,14 +170,14 @@ def _drive_run(run: str, config: RunConfig, *, base: str | None, address: str | 
             return "skipped"
         target = status["target_cycles"]
         resume_run(run, None if target >= config.cycles else config.cycles, address=address, say=say,
-                   train_progress=train_progress, threads=threads)
+                   train_progress=train_progress, threads=threads, gpu_share=gpu_share)
         return "resumed"
     if base is None:
         start_run(run, config, address=address, overrides=overrides, say=say,
-                  train_progress=train_progress, threads=threads)
+                  train_progress=train_progress, threads=threads, gpu_share=gpu_share)
         return "started"
     fork_run(base, run, policy=config.policy, cycles=config.cycles, say=say)
-    resume_run(run, address=address, say=say, train_progress=train_progress, threads=threads)
+    resume_run(run, address=address, say=say, train_progress=train_progress, threads=threads, gpu_share=gpu_share)
     return "forked"
 
 
@@ -210,7 +226,8 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
     total = config.seeds * (1 + len(config.policies))
     done = 0
     lock = threading.Lock()
-    threads: int | None = None  # set once the Ray session tells the cluster's cores
+    threads: int | None = None  # set once the Ray session tells the cluster's cores and GPUs
+    gpu_share: float | None = None
 
     def job(seed: int, policy: str | None) -> _Job:
         label = f"seed {seed}/{config.seeds} {policy or BASE}"
@@ -223,7 +240,8 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
             tell(f"{run}")
             sink = None if train_progress is None else (lambda record: train_progress(record, label))
             what = _drive_run(run, config.run_config(seed, policy), base=base, address=address, say=tell,
-                              train_progress=sink, overrides=config.preset_overrides(), threads=threads)
+                              train_progress=sink, overrides=config.preset_overrides(), threads=threads,
+                              gpu_share=gpu_share)
             with lock:
                 done += 1
                 count = done
@@ -236,9 +254,11 @@ def compare(out: str, given: Mapping[str, Any], *, address: str | None = None, p
         resources = cluster_resources()
         slots = parallel or parallel_runs(resources)
         threads = threads_per_run(resources, slots)
+        gpu_share = gpu_share_per_run(resources, slots)
         say(f"compare {out}: {', '.join(config.policies)} × seeds 1..{config.seeds}, {config.cycles} cycles, "
             f"preset {config.preset}: {total} runs ({config.seeds} base + {total - config.seeds} policy runs), "
-            f"{slots} at a time" + (f", {threads} CPU thread{'s' * (threads > 1)} each" if threads else ""))
+            f"{slots} at a time" + (f", {threads} CPU thread{'s' * (threads > 1)} each" if threads else "")
+            + (f", {gpu_share:g} of a GPU each" if gpu_share else ""))
         failures = _run_jobs(jobs, slots, say)
     report = write_report(out, say=say)
     say(f"compare {out}: {total - len(failures)}/{total} runs ok in {time.time() - started:.0f} s; "

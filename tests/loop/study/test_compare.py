@@ -18,7 +18,7 @@ from scipy import stats
 
 from generators.space import Choice, Continuous, Integer, ParamSpace
 from loop.cli import main
-from loop.study.compare import _Job, _run_jobs, compare, parallel_runs, threads_per_run
+from loop.study.compare import _Job, _run_jobs, compare, gpu_share_per_run, parallel_runs, threads_per_run
 from loop.study.compare_settings import (
     CompareConfig, CompareError, policy_slug, read_settings, resolve_settings, run_dir, split_policies,
 )
@@ -581,6 +581,22 @@ def test_runs_side_by_side_on_cpus_share_the_cores() -> None:
     assert threads_per_run({"CPU": 2.0}, 3) == 1  # never none
     assert threads_per_run({"CPU": 8.0}, 1) is None  # one run at a time: every core, the run's default
     assert threads_per_run({"CPU": 16.0, "GPU": 2.0}, 2) is None
+
+
+def test_more_runs_than_gpus_share_the_gpus() -> None:
+    from loop.run.lifecycle import RunError, actor_options
+
+    assert gpu_share_per_run({"CPU": 16.0, "GPU": 1.0}, 4) == 0.25
+    assert gpu_share_per_run({"CPU": 16.0, "GPU": 2.0}, 3) == pytest.approx(2 / 3)
+    assert gpu_share_per_run({"CPU": 16.0, "GPU": 2.0}, 2) is None  # a GPU per run: the default
+    assert gpu_share_per_run({"CPU": 16.0, "GPU": 1.0}, 1) is None
+    assert gpu_share_per_run({"CPU": 16.0}, 4) is None  # no GPU
+    # each run's trainer and evaluator take turns on its share: half of it each, no CPU slot
+    assert actor_options({"CPU": 16.0, "GPU": 1.0}) == {"num_gpus": 0.5, "num_cpus": 0}
+    assert actor_options({"CPU": 16.0, "GPU": 1.0}, 0.25) == {"num_gpus": 0.125, "num_cpus": 0}
+    assert actor_options({"CPU": 16.0}, 0.25) == {"num_gpus": 0, "num_cpus": 0}
+    with pytest.raises(RunError, match=r"gpu_share: expected a fraction of a GPU in \(0, 1\], got 1.5"):
+        actor_options({"GPU": 2.0}, 1.5)
 
 
 def test_a_runs_actors_take_the_threads_they_are_given(ray_local) -> None:
