@@ -39,13 +39,19 @@ def format_duration(seconds: float | None) -> str:
 
 def describe(record: dict[str, Any], percent: bool = True) -> tuple[str, str]:
     """The two halves of a progress line: where training is, and how it goes (with the percentage
-    of the schedule done unless ``percent`` is false: a bar shows it)."""
+    of the schedule done unless ``percent`` is false: a bar shows it, and the share of the time
+    spent waiting for data when the record has it)."""
     where = (f"train c{record['cycle']} stage {record['stage'] + 1}/{record['stages']} {record['stage_name']} "
              f"epoch {record['epoch'] + 1}/{record['epochs']}")
     if record.get("kind") == "batch":
         where += f" step {record['step']}/{record['steps']}"
     done = f"{100 * record['fraction']:.0f}% done, " if percent else ""
-    how = f"loss {record['loss']:.4f}, {record['images_per_s']:.1f} img/s, {done}ETA {format_duration(record['eta_s'])}"
+    # The share of the time spent waiting for batches says whether the data loaders, not the
+    # model, set the pace (on a GPU: more loader workers would help).
+    wait = record.get("data_wait_fraction")
+    waiting = "" if wait is None else f" (data wait {100 * wait:.0f}%)"
+    how = (f"loss {record['loss']:.4f}, {record['images_per_s']:.1f} img/s{waiting}, {done}"
+           f"ETA {format_duration(record['eta_s'])}")
     return where, how
 
 

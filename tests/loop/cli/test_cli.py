@@ -171,7 +171,7 @@ def test_training_progress_off_a_terminal_is_plain_lines_at_most_every_few_secon
     first = dict(cycle=1, kind="batch", stage=0, stages=2, stage_name="head @64px", epoch=0, epochs=1, step=1,
                  steps=4, loss=0.8, images_per_s=10.0, elapsed_s=1.0, eta_s=9.0, fraction=0.1)
     middle = dict(first, kind="epoch", step=4, fraction=0.4, eta_s=6.0)
-    last = dict(middle, stage=1, stage_name="all @64px", fraction=1.0, eta_s=0.0)
+    last = dict(middle, stage=1, stage_name="all @64px", fraction=1.0, eta_s=0.0, data_wait_fraction=0.354)
     with TrainProgressView(every_s=60) as view:
         assert not view.live  # pytest's stdout is no terminal
         for record in (first, middle, last):
@@ -182,7 +182,8 @@ def test_training_progress_off_a_terminal_is_plain_lines_at_most_every_few_secon
     assert len(lines) == 3 and not out.err  # the middle one came too soon after the first
     assert lines[0].endswith("train c1 stage 1/2 head @64px epoch 1/1 step 1/4: loss 0.8000, 10.0 img/s, "
                              "10% done, ETA 9s")
-    assert lines[1].endswith("train c1 stage 2/2 all @64px epoch 1/1: loss 0.8000, 10.0 img/s, 100% done, ETA 0s")
+    assert lines[1].endswith("train c1 stage 2/2 all @64px epoch 1/1: loss 0.8000, 10.0 img/s (data wait 35%), "
+                             "100% done, ETA 0s")
     assert lines[2].endswith("] evaluate: ...")
     # With --json, stdout is for the JSON: progress goes to stderr.
     with TrainProgressView(as_json=True, every_s=0) as view:
