@@ -74,7 +74,8 @@ def collect(out: str, at_cycle: int | None = None) -> dict[str, Any]:
     Returns ``{"config", "cycle", "runs": {label: {"seed", "policy", "run", "state", "cycles":
     {source: [per-cycle dict or None]}}}, "complete_seeds"}``; a seed is complete when every
     policy run has done cycle ``cycle``: ``at_cycle`` (1..the comparison's cycles), by default
-    the comparison's last. Scores of later cycles are left out.
+    the comparison's last. Scores of later cycles are left out. A policy run's cycle 0 is its
+    base's (also before the run is forked).
     """
     from loop.run.lifecycle import run_status
     from stores import RunStore
@@ -107,12 +108,29 @@ def collect(out: str, at_cycle: int | None = None) -> dict[str, Any]:
                 entry["wall_s"] = sum(float((c.get("wall_s") or {}).get("cycle_done", 0.0))
                                       for c in status["cycles"] if c["cycle"] in own and c["state"] == "done")
                 entry["span"] = _own_span(run, own)
+            if policy is None:
+                start = {source: scores[0] for source, scores in entry["cycles"].items() if scores and scores[0]}
+            else:
+                _share_cycle0(entry, start)
             if policy and entry["state"] != "finished":
                 seed_complete = False
             runs[f"seed{seed:02d}/{policy or BASE}"] = entry
         if seed_complete:
             complete.append(seed)
     return {"config": config, "cycle": cycle, "runs": runs, "complete_seeds": complete}
+
+
+def _share_cycle0(entry: dict[str, Any], start: Mapping[str, Any]) -> None:
+    """Give a policy run that is not forked yet (or not past the fork) its base's cycle-0 scores
+    ``start``: a fork's cycle 0 is its base's, so the per-cycle tables count every seed whose
+    base has finished, not only those whose policy runs have begun."""
+    for source, scores in entry["cycles"].items():
+        if source not in start:
+            continue
+        if not scores:
+            entry["cycles"][source] = [start[source]]
+        elif scores[0] is None:
+            scores[0] = start[source]
 
 
 def _own_span(run: str, cycles: range) -> tuple[float, float] | None:

@@ -427,6 +427,21 @@ def _link_tree(src: str, dst: str) -> None:
     shutil.copytree(src, dst, copy_function=copy)
 
 
+def test_policy_runs_not_begun_yet_count_their_bases_cycle0(comparison, tmp_path) -> None:
+    from loop.study.report import collect, statistics
+
+    original, _ = comparison
+    out = str(tmp_path / "out")
+    _link_tree(original, out)
+    shutil.rmtree(run_dir(out, 2, "worst10"))  # seed 2's base is done, its worst10 run not forked yet
+    data = collect(out)
+    base, absent = data["runs"]["seed02/base"], data["runs"]["seed02/worst10"]
+    assert absent["state"] == "absent" and data["complete_seeds"] == [1]
+    assert absent["cycles"]["val"] == [base["cycles"]["val"][0]] and base["cycles"]["val"][0]["miou"] > 0
+    per_cycle = statistics(data)["val"]["per_cycle"]
+    assert per_cycle["miou"]["worst10"][0]["n"] == 2 and per_cycle["miou"]["worst10"][1]["n"] == 1
+
+
 @pytest.mark.slow
 def test_resume_does_only_the_missing_work(comparison, tmp_path) -> None:
     original, _ = comparison
