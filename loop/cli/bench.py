@@ -19,14 +19,19 @@ def bench() -> None:
 @click.option("--generator", "generator_name", default="grains", show_default=True, help=generator_choice_help())
 @click.option("--size", type=int, default=512, show_default=True)
 @click.option("--n", "n", type=click.IntRange(min=1), default=50, show_default=True, help="Images to render.")
+@click.option("--space", "space_file", default=None, metavar="FILE",
+              help="Parameter-space file (TOML, e.g. from `loop fit-grains`) to draw from instead of the generator's space.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_generate_cmd(generator_name: str, size: int, n: int, as_json: bool) -> None:
+def bench_generate_cmd(generator_name: str, size: int, n: int, space_file: str | None, as_json: bool) -> None:
     """Images per second on one core, and time per generator stage."""
     from generators.bench import bench_generate
+    from loop.cli.options import space_from_file
 
     generators.get_generator(generator_name)
     generators.check_size(size)
-    print_figures(f"loop bench generate ({generator_name}, {size}px)", bench_generate(generator_name, size=size, n=n), as_json)
+    space = space_from_file(space_file)
+    title = f"loop bench generate ({generator_name}, {size}px" + (f", space {space_file})" if space_file else ")")
+    print_figures(title, bench_generate(generator_name, size=size, n=n, space=space), as_json)
 
 
 @bench.command("store")
