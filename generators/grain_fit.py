@@ -40,6 +40,11 @@ widened by :data:`MARGIN` of its value or of the span, whichever is larger (at l
 gives a fixed dimension at that bound). The other dimensions (Lloyd steps, splines,
 Perlin wavelength, blur and any added later) copy the generator's exactly.
 
+Micrographs of several kinds (dark-line optical, colour-etched, SEM) are fitted as groups
+(:func:`fit_groups`): each group's ranges its own way, the space their union, so that a kind
+with few images is not dropped as the outlier of the percentiles of the many. Images whose
+estimates lie outside the fitted ranges are listed (:meth:`GrainFit.outside`).
+
 Blur is not fitted: a blurred image reads as less noise, lower grain and boundary
 contrast and a thicker visible boundary than its generator parameters; estimates are of
 the image as seen, which is what the generator must reproduce only when blur is 0.
@@ -146,6 +151,23 @@ class GrainFit:
     measures: list[GrainMeasure]
     fitted: dict[str, tuple[float, float]] = field(default_factory=dict)
     medians: dict[str, float] = field(default_factory=dict)
+    groups: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    """Per group of :func:`fit_groups` (name -> its own fitted ranges); empty for one set."""
+
+    def outside(self) -> dict[str, dict[str, float]]:
+        """The images with an estimate outside its fitted range: source -> {dimension: estimate}.
+        With many images of one kind and a few of another, the few land here (the percentiles
+        leave them out): fit the kinds as groups (:func:`fit_groups`). An estimate beyond the
+        generator's own bounds counts only if the range misses it inside them (no space can
+        hold it)."""
+        out: dict[str, dict[str, float]] = {}
+        for m in self.measures:
+            beyond = {name: value for name, value in m.estimates().items()
+                      if not self.fitted[name][0] <= float(np.clip(value, grains.SPACE[name].low,
+                                                                   grains.SPACE[name].high)) <= self.fitted[name][1]}
+            if beyond:
+                out[m.source] = beyond
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The space file's content: ``dimensions`` (``ParamSpace.to_dict()``) and a ``fit`` summary."""
@@ -156,7 +178,11 @@ class GrainFit:
                + f" of the per-image estimates, +-{MARGIN:g} of value or span, clipped to the generator's",
                "fitted": list(self.fitted), "median": {k: float(v) for k, v in self.medians.items()},
                "sources": [m.source for m in self.measures],
-               "estimates": {k: [m.estimates()[k] for m in self.measures] for k in FITTED}}
+               "estimates": {k: [m.estimates()[k] for m in self.measures] for k in FITTED},
+               "outside": self.outside()}
+        if self.groups:
+            fit["groups"] = {name: {k: list(v) for k, v in ranges.items()} for name, ranges in self.groups.items()}
+            fit["bounds"] = "union of the groups' ranges, each: " + fit["bounds"]
         return {"dimensions": dims, "fit": fit}
 
 
@@ -316,6 +342,38 @@ def fit_pairs(pairs: Iterable[tuple[str, np.ndarray, np.ndarray]], where: str = 
     fit = GrainFit(space=ParamSpace(dims), measures=measures, fitted=fitted, medians=medians)
     space.check_subspace(fit.space, limits, source=f"grain space fitted on {where}")
     return fit
+
+
+def fit_groups(groups: Iterable[tuple[str, Iterable[tuple[str, np.ndarray, np.ndarray]]]]) -> GrainFit:
+    """Fit each ``(name, pairs)`` group on its own (:func:`fit_pairs`) and return the union of
+    their spaces: per fitted dimension the lowest low and the highest high, the medians over
+    every image, the groups' own ranges in ``groups``. One group is that group's fit.
+    Raises :class:`GrainFitError` naming a group without pairs or a name given twice."""
+    fits: dict[str, GrainFit] = {}
+    for name, pairs in groups:
+        if name in fits:
+            raise GrainFitError(f"group {name!r} is given twice; expected distinct folders")
+        fits[name] = fit_pairs(pairs, where=name)
+    if not fits:
+        raise GrainFitError("no group of images to fit")
+    if len(fits) == 1:
+        return next(iter(fits.values()))
+    measures = [m for fit in fits.values() for m in fit.measures]
+    first = next(iter(fits.values()))
+    dims, fitted, medians = [], {}, {}
+    for dim in first.space:
+        if dim.name not in first.fitted:
+            dims.append(dim)
+            continue
+        lo = min(fit.fitted[dim.name][0] for fit in fits.values())
+        hi = max(fit.fitted[dim.name][1] for fit in fits.values())
+        fitted[dim.name] = (lo, hi)
+        medians[dim.name] = float(np.median([m.estimates()[dim.name] for m in measures]))
+        dims.append(dataclasses.replace(dim, low=lo, high=hi))
+    union = GrainFit(space=ParamSpace(dims), measures=measures, fitted=fitted, medians=medians,
+                     groups={name: dict(fit.fitted) for name, fit in fits.items()})
+    space.check_subspace(union.space, grains.SPACE, source=f"grain space fitted on {', '.join(fits)}")
+    return union
 
 
 def _as_uint8(image: np.ndarray) -> np.ndarray:

@@ -21,10 +21,10 @@ def real_folder_pairs(folder: str | Path) -> Iterator[tuple[str, np.ndarray, np.
 
 
 @click.command("fit-grains")
-@click.argument("real_dir")
+@click.argument("real_dirs", metavar="REAL_DIR...", nargs=-1, required=True)
 @click.option("--out", default="grain_space.toml", show_default=True, help="Parameter-space file (TOML) to write.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def fit_grains_cmd(real_dir: str, out: str, as_json: bool) -> None:
+def fit_grains_cmd(real_dirs: tuple[str, ...], out: str, as_json: bool) -> None:
     """Fit the grain generator's parameter ranges on real labelled micrographs; print them and save a space file.
 
     REAL_DIR holds images/NAME.png and masks/NAME.png (boundary masks or label images, as
@@ -37,15 +37,20 @@ def fit_grains_cmd(real_dir: str, out: str, as_json: bool) -> None:
     wavelength, blur and any other dimension keep the generator's ranges. Use the file
     with `loop start --space FILE` or `loop compare --space FILE`.
 
+    Several REAL_DIRs are several kinds of micrograph (dark-line optical, colour-etched...):
+    each is fitted on its own and the space is the union of their ranges, so that a kind with
+    one image is not left out by the percentiles of a kind with thirty. Images outside the
+    fitted ranges are listed.
+
     Lengths are pixels of the real images as they are: real images are scored at their
     native resolution (tiled inference, tiles of the evaluation tile size, nothing
     resized), so the fitted grain_diameter and boundary_thickness are the generator's at
     the training render size, whatever that size is.
     """
     from generators import grains
-    from generators.grain_fit import fit_pairs, save_space_file
+    from generators.grain_fit import fit_groups, save_space_file
 
-    fit = fit_pairs(real_folder_pairs(real_dir), where=f"real folder {real_dir}")
+    fit = fit_groups((f"real folder {d}", real_folder_pairs(d)) for d in real_dirs)
     path = save_space_file(fit, out)
     if as_json:
         echo_json({**fit.to_dict(), "out": str(path)})
@@ -53,7 +58,7 @@ def fit_grains_cmd(real_dir: str, out: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"grain space fitted on {real_dir} ({len(fit.measures)} images)")
+    table = Table(title=f"grain space fitted on {', '.join(real_dirs)} ({len(fit.measures)} images)")
     for column in ("dimension", "unit", "fitted low", "fitted high", "median", "default bounds"):
         table.add_column(column)
     for dim in fit.space:
@@ -65,3 +70,11 @@ def fit_grains_cmd(real_dir: str, out: str, as_json: bool) -> None:
     Console(width=max(Console().width, 100)).print(table)
     grains_total = sum(m.n_grains for m in fit.measures)
     click.echo(f"{grains_total} grains in {len(fit.measures)} images; wrote {path}")
+    outside = fit.outside()
+    if outside:
+        shown = [f"{Path(source).stem} ({', '.join(f'{k} {v:.3g}' for k, v in dims.items())})"
+                 for source, dims in list(outside.items())[:5]]
+        more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+        click.echo(f"{len(outside)} of {len(fit.measures)} images lie outside the fitted ranges: "
+                   f"{'; '.join(shown)}{more}. A kind of micrograph with few images is left out by the "
+                   "percentiles of the many: give each kind its own folder (loop fit-grains DIR1 DIR2 ...).")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from generators import grains
-from generators.grain_fit import FITTED, GrainFitError, fit_pairs, measure_pair, save_space_file
+from generators.grain_fit import FITTED, GrainFitError, fit_groups, fit_pairs, measure_pair, save_space_file
 from generators.space import Choice, check_subspace, load_space_file
 from loop.cli import main
 
@@ -138,6 +138,45 @@ def test_space_file_round_trip(tmp_path) -> None:
     assert grains.GrainGenerator().render(params, 0, 64).image.shape == (64, 64)
 
 
+def test_a_kind_with_one_image_among_many_is_listed_outside_and_kept_by_groups() -> None:
+    # Ten colour-etched-like renders (no boundary line, grain-to-grain steps) and one dark-line one.
+    etched = [(f"etched{i}", image, mask) for i, (_, image, mask) in
+              enumerate(render_pairs(10, size=128, boundary_contrast=0.0, grain_contrast=0.3, grain_diameter=30.0))]
+    dark = [("dark", image, mask) for _, image, mask in
+            render_pairs(1, size=128, boundary_contrast=-0.3, grain_contrast=0.02, grain_diameter=30.0)]
+    pooled = fit_pairs(etched + dark)  # 11 images: percentiles, which leave the one dark image out
+    assert pooled.fitted["boundary_contrast"][0] > -0.1
+    assert set(pooled.outside()["dark"]) >= {"boundary_contrast", "grain_contrast"}
+    assert "dark" in pooled.to_dict()["fit"]["outside"]
+
+    both = fit_groups([("etched", etched), ("dark", dark)])
+    assert "dark" not in both.outside() and len(both.measures) == 11  # the tails of the ten may still be
+    for name in FITTED:  # the union of each group's own ranges
+        lows, highs = zip(*(both.groups[g][name] for g in ("etched", "dark")))
+        assert both.fitted[name] == (min(lows), max(highs)) == (both.space[name].low, both.space[name].high)
+    assert both.fitted["boundary_contrast"][0] < -0.25 and both.fitted["boundary_contrast"][1] > -0.05
+    check_subspace(both.space, grains.SPACE)
+    summary = both.to_dict()["fit"]
+    assert summary["bounds"].startswith("union of the groups' ranges") and set(summary["groups"]) == {"etched", "dark"}
+    assert fit_groups([("dark", dark)]).fitted == fit_pairs(dark).fitted  # one group: its own fit
+    with pytest.raises(GrainFitError, match="group 'dark' is given twice"):
+        fit_groups([("dark", dark), ("dark", dark)])
+    with pytest.raises(GrainFitError, match="^none: no image/mask pairs to fit"):
+        fit_groups([("dark", dark), ("none", [])])
+
+
+def test_an_estimate_beyond_the_generators_bounds_is_not_outside_a_range_that_reaches_them() -> None:
+    import dataclasses
+
+    fit = fit_pairs(render_pairs(2, size=128))
+    brighter = dataclasses.replace(fit.measures[0], source="bright", mean_grey=0.99)  # the generator stops at 0.95
+    at_limit = dataclasses.replace(fit, measures=[*fit.measures, brighter],
+                                   fitted={**fit.fitted, "mean_grey": (0.4, grains.SPACE["mean_grey"].high)})
+    assert "bright" not in at_limit.outside()
+    short = dataclasses.replace(at_limit, fitted={**fit.fitted, "mean_grey": (0.4, 0.9)})
+    assert short.outside()["bright"] == {"mean_grey": 0.99}
+
+
 def test_bad_pairs_are_named() -> None:
     image, mask = render_pairs(1, size=64)[0][1:]
     with pytest.raises(GrainFitError, match="^x.png: the mask has no boundary pixel"):
@@ -165,6 +204,23 @@ def test_cli_fit_grains_prints_and_saves(tmp_path) -> None:
     assert data["out"] == str(out) and data["fit"]["n_images"] == 3
     assert [d["name"] for d in data["dimensions"]] == list(grains.SPACE.names)
     assert data["fit"]["median"]["grain_diameter"] == pytest.approx(40.0, abs=4.0)
+
+    other = write_folder(tmp_path / "bright", render_pairs(2, boundary_contrast=0.3))
+    two = CliRunner().invoke(main, ["fit-grains", str(folder), str(other), "--out", str(out), "--json"])
+    assert two.exit_code == 0, two.output
+    data = json.loads(two.output)
+    assert data["fit"]["n_images"] == 5 and len(data["fit"]["groups"]) == 2
+    contrast = next(d for d in data["dimensions"] if d["name"] == "boundary_contrast")
+    assert contrast["low"] < -0.25 and contrast["high"] > 0.25
+
+
+def test_cli_lists_the_images_outside_the_fitted_ranges(tmp_path) -> None:
+    pairs = render_pairs(10, size=128) + [("bright", *render_pairs(1, size=128, boundary_contrast=0.3)[0][1:])]
+    folder = write_folder(tmp_path / "real", pairs)
+    result = CliRunner().invoke(main, ["fit-grains", str(folder), "--out", str(tmp_path / "s.toml")])
+    assert result.exit_code == 0, result.output
+    assert "1 of 11 images lie outside the fitted ranges: bright (boundary_contrast 0.3" in result.output
+    assert "loop fit-grains DIR1 DIR2" in result.output
 
 
 def one_error_line(args) -> str:
