@@ -28,14 +28,16 @@ import json
 import math
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pyarrow as pa
 
 from stores.errors import StoreError
 from stores.store import RunStore
 from stores.tables import METRIC_KEY_FIELDS, METRICS_DIR
+
+if TYPE_CHECKING:
+    import duckdb
 
 _EXPLAIN = re.compile(r"^\s*explain\s+(analyze\s+)?(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
 FORMATS = ("table", "csv", "json")
@@ -45,6 +47,9 @@ def check_read_only(sql: str) -> None:
     """Raise ``StoreError("query is read-only: ...")`` unless ``sql`` is one read-only query."""
     if not isinstance(sql, str) or not sql.strip():
         raise StoreError(f"query is read-only: expected one SELECT query, got {sql!r}")
+    # Imported here, not at the top: every actor imports `stores`, only queries need DuckDB.
+    import duckdb
+
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -72,6 +77,8 @@ def query(uri_or_store: RunStore | str | os.PathLike[str], sql: str) -> pa.Table
     --------
     >>> query(run_dir, "SELECT boundary_thickness, avg(iou) FROM samples GROUP BY 1 ORDER BY 2")  # doctest: +SKIP
     """
+    import duckdb
+
     check_read_only(sql)
     store = uri_or_store if isinstance(uri_or_store, RunStore) else RunStore.open(uri_or_store)
     con = _connect(store)
@@ -92,6 +99,8 @@ def _connect(store: RunStore) -> duckdb.DuckDBPyConnection:
     ``memory://``, ``s3://``): external access (files, network, extensions, Python variables)
     is switched off and the configuration locked before the caller's query runs.
     """
+    import duckdb
+
     params = store.params()
     fragments = store._metric_fragments_in_order()
     con = duckdb.connect(":memory:", config={

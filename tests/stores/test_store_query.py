@@ -214,3 +214,16 @@ def test_format_table_renders_table_csv_and_json():
     with pytest.raises(StoreError, match="format: expected one of table, csv, json"):
         format_table(table, "xml")
     assert np.isnan(table["iou"][1].as_py())
+
+
+def test_duckdb_is_loaded_only_by_a_query():
+    """The store and the run's actors work where DuckDB is not importable; only SQL needs it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['duckdb'] = None\n"  # None: any `import duckdb` raises ImportError
+            "import stores, loop.run.driver, loop.run.trainer_actor, loop.run.evaluator_actor\n"
+            "try:\n    stores.query('.', 'SELECT 1')\nexcept ImportError:\n    print('needs duckdb')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "needs duckdb"
