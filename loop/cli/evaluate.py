@@ -36,7 +36,8 @@ def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int
         return
     images = result["images"]
     metrics = [k for k in ("miou", "error", "boundary_f1", "grain_count_rel_error", "mean_grain_area_rel_error",
-                           "mean_intercept_rel_error", "astm_g_abs_error", "loss", "boundary_visibility")
+                           "mean_intercept_rel_error", "boundary_intercept_rel_error", "astm_g_abs_error", "loss",
+                           "boundary_visibility")
                if images and k in images[0] and any(_known(row[k]) for row in images)]
     table = Table(title=f"{run} cycle {cycle} on {real_dir} ({result['n_images']} images)")
     table.add_column("image")

@@ -17,6 +17,14 @@ From the labels, following ASTM E112 (planimetric and intercept procedures):
 * :func:`mean_intercept` — mean lineal intercept along a grid of horizontal and vertical
   test lines: total line length / number of boundary crossings, px.
 
+:func:`boundary_intercept` counts the same test lines' crossings on the boundary map itself
+(E112's intersection count P: each run of boundary pixels along a line is one crossing), with
+no grains closed. A gap in a predicted boundary then loses only the crossings at the gap,
+where with closed grains a gap wider than the watershed closes merges two grains and loses
+the whole boundary between them; in exchange every false-positive stroke (a scratch, the
+ring of an inclusion) counts, and a line through a triple junction counts one crossing where
+E112 counts 1½, so on true masks it reads a few per cent longer than :func:`mean_intercept`.
+
 :func:`label_statistics` bundles these for a label image and :func:`grain_statistics`
 for a boundary map, as a :class:`GrainStatistics`. All functions take numpy arrays and
 return numbers; bad input raises :class:`~loop.evaluate.metrics.EvaluationError` (one
@@ -228,6 +236,34 @@ def mean_intercept(labels: np.ndarray, spacing: int = DEFAULT_LINE_SPACING) -> f
     """
     length, crossings = line_intercepts(labels, spacing)
     return length / crossings if crossings else math.nan
+
+
+def boundary_intercept(boundary: np.ndarray, threshold: float = 0.5,
+                       spacing: int = DEFAULT_LINE_SPACING) -> float:
+    """Mean lineal intercept in px counted on a boundary map: test line length / runs of boundary pixels crossed.
+
+    The test lines are those of :func:`line_intercepts`; on each, every maximal run of
+    boundary pixels is one crossing. ``boundary`` is a 0/1 mask or a probability map
+    thresholded at ``threshold``. NaN when no line meets a boundary pixel.
+
+    Examples
+    --------
+    >>> m = np.zeros((40, 40), np.uint8); m[:, 9:11] = 1; m[:, 29:31] = 1   # two 2-px vertical boundaries
+    >>> boundary_intercept(m, spacing=8)     # 5 rows of 40 px cross 2 each; the 5 columns cross none
+    40.0
+    """
+    if isinstance(spacing, bool) or not isinstance(spacing, (int, np.integer)) or spacing < 1:
+        raise EvaluationError(f"spacing: expected an integer >= 1 px, got {spacing!r}")
+    is_boundary, _ = _boundary_map(boundary, threshold)
+    h, w = is_boundary.shape
+    rows = is_boundary[spacing // 2::spacing, :]
+    cols = is_boundary[:, spacing // 2::spacing].T
+    crossings = 0
+    for lines in (rows, cols):
+        # A run starts where a line's pixel is boundary and the one before it (or the frame) is not.
+        crossings += np.count_nonzero(lines[:, 0]) + np.count_nonzero(lines[:, 1:] & ~lines[:, :-1])
+    length = rows.shape[0] * w + cols.shape[0] * h
+    return float(length / crossings) if crossings else math.nan
 
 
 def relative_error(pred: float, true: float) -> float:

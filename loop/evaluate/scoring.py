@@ -61,12 +61,15 @@ SEGMENTATION_COLUMNS = ("loss",) + SEGMENTATION_KEYS
 REAL_GRAIN_KEYS = (
     "mean_grain_area_pred", "mean_grain_area_true", "mean_grain_area_rel_error",
     "mean_intercept_pred", "mean_intercept_true", "mean_intercept_rel_error",
+    "boundary_intercept_pred", "boundary_intercept_true", "boundary_intercept_rel_error",
     "grains_per_mm2_pred", "grains_per_mm2_true", "astm_g_pred", "astm_g_true", "astm_g_abs_error",
 )
 """Grain statistics added to a real segmentation table (:mod:`loop.evaluate.grains`, closed grains):
 ASTM E112 mean grain area (px²), mean lineal intercept over a grid of test lines (px), each
-from the prediction, the truth and their relative error; grains per mm² at 1x and the
-E112 grain-size number G (with ``|G_pred − G_true|``), NaN where the pixel size is unknown."""
+from the prediction, the truth and their relative error; the same intercept counted on the
+thresholded boundary map without closing grains (``boundary_intercept_*``,
+:func:`loop.evaluate.grains.boundary_intercept`: gaps cost less, stray strokes count); grains
+per mm² at 1x and the E112 grain-size number G (with ``|G_pred − G_true|``), NaN where the pixel size is unknown."""
 
 REAL_IMAGE_KEYS = ("boundary_visibility",)
 """Columns of a real segmentation table that describe the image and its mask, not the model:
@@ -147,6 +150,8 @@ def _real_grain_row(logits: np.ndarray, true: np.ndarray, threshold: float,
     """Closed-grain columns of a real image: counts and size distance, and :data:`REAL_GRAIN_KEYS`."""
     labels_p = grains.closed_grains(infer.sigmoid(logits), threshold)
     labels_t = grains.closed_grains(true)
+    line_p = grains.boundary_intercept(logits >= np.log(threshold / (1.0 - threshold)))
+    line_t = grains.boundary_intercept(true)
     p = grains.label_statistics(labels_p, pixel_size_um)
     t = grains.label_statistics(labels_t, pixel_size_um)
     return {
@@ -160,6 +165,9 @@ def _real_grain_row(logits: np.ndarray, true: np.ndarray, threshold: float,
         "mean_intercept_pred": p.mean_intercept,
         "mean_intercept_true": t.mean_intercept,
         "mean_intercept_rel_error": grains.relative_error(p.mean_intercept, t.mean_intercept),
+        "boundary_intercept_pred": line_p,
+        "boundary_intercept_true": line_t,
+        "boundary_intercept_rel_error": grains.relative_error(line_p, line_t),
         "grains_per_mm2_pred": p.grains_per_mm2,
         "grains_per_mm2_true": t.grains_per_mm2,
         "astm_g_pred": p.astm_g,

@@ -151,6 +151,7 @@ def test_evaluate_real_reports_closed_grain_statistics(grain_folder):
         assert row["mean_grain_area_rel_error"] == 0.0 and row["grain_count_rel_error"] == 0.0
         # Boundary pixels split a little differently between the grains: intercepts within 5 %.
         assert row["mean_intercept_rel_error"] < 0.05 and row["mean_intercept_true"] > 10
+        assert row["boundary_intercept_rel_error"] < 0.05 and row["boundary_intercept_true"] > 10
         # No pixel size: no grains per mm², no G.
         assert math.isnan(row["pixel_size_um"]) and math.isnan(row["astm_g_true"])
         assert math.isnan(row["grains_per_mm2_pred"]) and math.isnan(row["astm_g_abs_error"])

@@ -10,6 +10,7 @@ import pytest
 from loop.evaluate.grains import (
     GrainStatistics,
     astm_grain_size_number,
+    boundary_intercept,
     closed_grains,
     equivalent_grain_count,
     grain_count,
@@ -153,6 +154,35 @@ def test_mean_intercept_counts_rows_and_columns():
     assert line_intercepts(labels, spacing=1) == (80 * 40, 40 * 4)
 
 
+def test_boundary_intercept_counts_runs_of_boundary_pixels():
+    grid = square_grid()
+    assert boundary_intercept(grid, spacing=8) == mean_intercept(closed_grains(grid), spacing=8)
+    # A 2-px-wide boundary crossed at right angles is one crossing, not two: 400 px of lines, 5 rows cross.
+    m = np.zeros((40, 40), np.uint8)
+    m[:, 9:11] = 1
+    assert boundary_intercept(m, spacing=8) == 80.0
+    # A run touching the frame counts too.
+    m[:, 0] = 1
+    assert boundary_intercept(m, spacing=8) == 40.0
+    assert math.isnan(boundary_intercept(np.zeros((40, 40), np.uint8)))
+
+
+def test_boundary_intercept_keeps_the_crossings_beside_a_gap():
+    # Two grains split by one vertical boundary with a 12-px gap, wider than closed_grains
+    # bridges: the closed grains merge (no crossing left), the boundary map keeps the rows
+    # that pass beside the gap.
+    m = np.zeros((40, 40), np.uint8)
+    m[:, 19:21] = 1
+    m[14:26, 19:21] = 0
+    assert closed_grains(m).max() == 1 and math.isnan(mean_intercept(closed_grains(m), spacing=8))
+    # Rows 4, 12, 28 and 36 cross it; column 20 runs inside it, one run each side of the gap.
+    assert boundary_intercept(m, spacing=8) == (5 * 40 + 5 * 40) / 6
+    # A probability map is thresholded like closed_grains' input.
+    prob = m * 0.6
+    assert boundary_intercept(prob, threshold=0.5) == boundary_intercept(m)
+    assert math.isnan(boundary_intercept(prob, threshold=0.7))
+
+
 def test_relative_error():
     assert relative_error(12.0, 10.0) == pytest.approx(0.2)
     assert relative_error(8.0, 10.0) == pytest.approx(0.2)
@@ -175,6 +205,9 @@ def test_relative_error():
         (lambda: grain_count(-np.ones((3, 3), np.int32)), "labels: expected non-negative integer"),
         (lambda: mean_intercept(np.ones((3, 3), np.float32)), "labels: expected non-negative integer"),
         (lambda: mean_intercept(np.ones((3, 3), np.int32), spacing=0), "spacing"),
+        (lambda: boundary_intercept(np.ones((3, 3), np.uint8), spacing=0), "spacing"),
+        (lambda: boundary_intercept(np.full((3, 3), 2), spacing=1), r"boundary: expected values in \{0, 1\}"),
+        (lambda: boundary_intercept(np.zeros((3, 3)), threshold=0.0), "threshold"),
         (lambda: grains_per_mm2(np.ones((3, 3), np.int32), 0.0), "pixel_size_um"),
         (lambda: grain_statistics(square_grid(), pixel_size_um=-2.0), "pixel_size_um"),
     ],
@@ -204,4 +237,6 @@ def test_nist_reference_intercept_from_the_true_mask(shared_data):
     pair = folder[folder.names.index("nist_steel_optical")]
     stats = grain_statistics(pair.mask, pixel_size_um=0.2252)
     assert 38.0 < stats.mean_intercept < 42.0
+    # Counted on the mask's boundaries, a line through a triple junction is one crossing (E112: 1½).
+    assert stats.mean_intercept < boundary_intercept(pair.mask) < 1.1 * stats.mean_intercept
     assert 200 < stats.count < 240 and 9.5 < stats.astm_g < 10.5
