@@ -205,6 +205,20 @@ def astm_grain_size_number(n_a: float) -> float:
     return ASTM_G_SLOPE * math.log10(n_a) - ASTM_G_OFFSET if n_a > 0 else math.nan
 
 
+def _check_spacing(spacing: int) -> None:
+    if isinstance(spacing, bool) or not isinstance(spacing, (int, np.integer)) or spacing < 1:
+        raise EvaluationError(f"spacing: expected an integer >= 1 px, got {spacing!r}")
+
+
+def _test_lines(image: np.ndarray, spacing: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The test lines of :func:`line_intercepts` cut from ``image``: its rows, its columns
+    (transposed, so each line is a row too) and their total length in px."""
+    h, w = image.shape
+    rows = image[spacing // 2::spacing, :]
+    cols = image[:, spacing // 2::spacing].T
+    return rows, cols, rows.shape[0] * w + cols.shape[0] * h
+
+
 def line_intercepts(labels: np.ndarray, spacing: int = DEFAULT_LINE_SPACING) -> tuple[int, int]:
     """Total length (px) of a grid of test lines and the number of grain boundaries they cross.
 
@@ -212,14 +226,10 @@ def line_intercepts(labels: np.ndarray, spacing: int = DEFAULT_LINE_SPACING) -> 
     likewise, each as long as the image (a row W px, a column H px). A crossing is a
     pair of neighbouring pixels on a line with different labels.
     """
-    if isinstance(spacing, bool) or not isinstance(spacing, (int, np.integer)) or spacing < 1:
-        raise EvaluationError(f"spacing: expected an integer >= 1 px, got {spacing!r}")
-    lab = _labels(labels)
-    h, w = lab.shape
-    rows = lab[spacing // 2::spacing, :]
-    cols = lab[:, spacing // 2::spacing]
-    crossings = np.count_nonzero(rows[:, 1:] != rows[:, :-1]) + np.count_nonzero(cols[1:, :] != cols[:-1, :])
-    return int(rows.shape[0] * w + cols.shape[1] * h), int(crossings)
+    _check_spacing(spacing)
+    rows, cols, length = _test_lines(_labels(labels), spacing)
+    crossings = sum(np.count_nonzero(lines[:, 1:] != lines[:, :-1]) for lines in (rows, cols))
+    return int(length), int(crossings)
 
 
 def mean_intercept(labels: np.ndarray, spacing: int = DEFAULT_LINE_SPACING) -> float:
@@ -252,17 +262,12 @@ def boundary_intercept(boundary: np.ndarray, threshold: float = 0.5,
     >>> boundary_intercept(m, spacing=8)     # 5 rows of 40 px cross 2 each; the 5 columns cross none
     40.0
     """
-    if isinstance(spacing, bool) or not isinstance(spacing, (int, np.integer)) or spacing < 1:
-        raise EvaluationError(f"spacing: expected an integer >= 1 px, got {spacing!r}")
+    _check_spacing(spacing)
     is_boundary, _ = _boundary_map(boundary, threshold)
-    h, w = is_boundary.shape
-    rows = is_boundary[spacing // 2::spacing, :]
-    cols = is_boundary[:, spacing // 2::spacing].T
-    crossings = 0
-    for lines in (rows, cols):
-        # A run starts where a line's pixel is boundary and the one before it (or the frame) is not.
-        crossings += np.count_nonzero(lines[:, 0]) + np.count_nonzero(lines[:, 1:] & ~lines[:, :-1])
-    length = rows.shape[0] * w + cols.shape[0] * h
+    rows, cols, length = _test_lines(is_boundary, spacing)
+    # A run starts where a line's pixel is boundary and the one before it (or the frame) is not.
+    crossings = sum(np.count_nonzero(lines[:, 0]) + np.count_nonzero(lines[:, 1:] & ~lines[:, :-1])
+                    for lines in (rows, cols))
     return float(length / crossings) if crossings else math.nan
 
 

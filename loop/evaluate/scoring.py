@@ -136,10 +136,18 @@ def check_settings(
     _check_positive_int("min_grain_area", min_grain_area)
 
 
+def _logit_threshold(threshold: float) -> float:
+    # sigmoid(z) >= t  <=>  z >= logit(t): threshold the logits, no probability map needed.
+    return float(np.log(threshold / (1.0 - threshold)))
+
+
+def _predicted_boundary(logits: np.ndarray, threshold: float) -> np.ndarray:
+    return logits >= _logit_threshold(threshold)
+
+
 def _segmentation_row(logits: np.ndarray, true: np.ndarray, threshold: float, tol: float,
                       min_grain_area: int) -> dict[str, float]:
-    # sigmoid(z) >= t  <=>  z >= logit(t): threshold the logits, no probability map needed.
-    pred = logits >= np.log(threshold / (1.0 - threshold))
+    pred = _predicted_boundary(logits, threshold)
     row = {"loss": binary_cross_entropy(logits, true)}
     row.update(segmentation_metrics(pred, true, tol=tol, min_grain_area=min_grain_area))
     return row
@@ -150,7 +158,7 @@ def _real_grain_row(logits: np.ndarray, true: np.ndarray, threshold: float,
     """Closed-grain columns of a real image: counts and size distance, and :data:`REAL_GRAIN_KEYS`."""
     labels_p = grains.closed_grains(infer.sigmoid(logits), threshold)
     labels_t = grains.closed_grains(true)
-    line_p = grains.boundary_intercept(logits >= np.log(threshold / (1.0 - threshold)))
+    line_p = grains.boundary_intercept(_predicted_boundary(logits, threshold))
     line_t = grains.boundary_intercept(true)
     p = grains.label_statistics(labels_p, pixel_size_um)
     t = grains.label_statistics(labels_t, pixel_size_um)
@@ -260,7 +268,7 @@ def evaluate_view(
     schema = _metric_schema(columns, [("sample_id", pa.int64())])
     dev = infer.model_device(model, device)
 
-    logit_threshold = float(np.log(threshold / (1.0 - threshold)))
+    logit_threshold = _logit_threshold(threshold)
     max_pending = 4 * batch_size
     pending: deque[tuple[dict[str, float], Future | dict[str, float]]] = deque()
     rows: list[dict[str, float]] = []
