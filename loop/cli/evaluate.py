@@ -12,13 +12,15 @@ from loop.cli.output import echo_json, fmt
 @click.option("--real", "real_dir", required=True, help="Folder of real images and masks (DIR/images, DIR/masks).")
 @click.option("--checkpoint", "cycle", type=click.IntRange(min=0), default=None,
               help="Cycle whose checkpoint to score (default: the latest).")
-@click.option("--tile", type=click.IntRange(min=32), default=256, show_default=True, help="Inference tile side in px.")
-@click.option("--overlap", type=click.IntRange(min=0), default=64, show_default=True, help="Tile overlap in px.")
+@click.option("--tile", type=click.IntRange(min=32), default=None,
+              help="Inference tile side in px (default: the run's real_tile, the side its model trains at last).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="Tile overlap in px (default: a quarter of the tile).")
 @click.option("--pixel-size", "pixel_size_um", type=click.FloatRange(min=0, min_open=True), default=None,
               help="µm per pixel of every image (else DIR/pixel_size_um.json, {NAME: µm}): adds grains/mm² and ASTM G.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int, pixel_size_um: float | None,
-             as_json: bool) -> None:
+def evaluate(run: str, real_dir: str, cycle: int | None, tile: int | None, overlap: int | None,
+             pixel_size_um: float | None, as_json: bool) -> None:
     """Score a checkpoint of RUN on real labelled micrographs (tiled inference, any size)."""
     from loop.run.real_report import score_real
 
@@ -39,7 +41,8 @@ def evaluate(run: str, real_dir: str, cycle: int | None, tile: int, overlap: int
                            "mean_intercept_rel_error", "boundary_intercept_rel_error", "astm_g_abs_error", "loss",
                            "boundary_visibility")
                if images and k in images[0] and any(_known(row[k]) for row in images)]
-    table = Table(title=f"{run} cycle {cycle} on {real_dir} ({result['n_images']} images)")
+    table = Table(title=f"{run} cycle {cycle} on {real_dir} ({result['n_images']} images, "
+                        f"{result['tile']} px tiles overlapping {result['overlap']} px)")
     table.add_column("image")
     for key in metrics:
         table.add_column(key, justify="right")

@@ -29,6 +29,10 @@ REAL_VAL_HELP = ("A few real images the run places in its parameter space after 
                  "anchored policy samples around them. Never the --real test images; frozen into the run (path and "
                  "digest: a resume refuses a changed folder).")
 
+REAL_TILE_HELP = ("Side in px of the tiles real images (--real, --real-val) are predicted in, at their own "
+                  "resolution, overlapping by a quarter of it; a multiple of 32 (default: the side the preset "
+                  "trains at last, 128 for cpu, 512 for paper).")
+
 
 AUGMENT_HELP = ("Training augmentation over the preset's, KEY=VALUE[,KEY=VALUE...]: flip, rot90 (on/off), brightness, "
                 "contrast, stretch, rotate (degrees; 180 = any angle), zoom; `off` turns every one off first, e.g. "
@@ -92,7 +96,8 @@ def data_and_model_options(command: Callable) -> Callable:
     """The options ``loop start`` and ``loop compare`` share beyond sizes: ``--space``,
     ``--exemplars``, ``--freeze-random-encoder/--train-random-encoder``, ``--input-norm``, ``--augment``
     and ``--real-val`` (as the keyword arguments ``space_file``, ``exemplars``, ``freeze_random_encoder``,
-    ``input_norm``, ``augment``, ``real_val``; ``augment`` already parsed by :func:`augment_option`)."""
+    ``input_norm``, ``augment``, ``real_val``; ``augment`` already parsed by :func:`augment_option`) and
+    ``--real-tile`` (``real_tile``)."""
     from loop.config.training import INPUT_NORMS
 
     for option in reversed([
@@ -105,6 +110,8 @@ def data_and_model_options(command: Callable) -> Callable:
         click.option("--augment", default=None, metavar="KEY=VALUE[,...]", help=AUGMENT_HELP,
                      callback=lambda ctx, param, value: augment_option(value)),
         click.option("--real-val", "real_val", default=None, metavar="DIR", help=REAL_VAL_HELP),
+        click.option("--real-tile", "real_tile", type=click.IntRange(min=32), default=None, metavar="PX",
+                     help=REAL_TILE_HELP),
     ]):
         command = option(command)
     return command

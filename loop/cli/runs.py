@@ -36,7 +36,7 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
           finetune_on: str | None, n_train: int | None, n_val: int | None, n_test: int | None,
           n_per_cycle: int | None, size: int | None, space_file: str | None, exemplars: str | None,
           freeze_random_encoder: bool | None, input_norm: str | None, augment: dict | None,
-          real_val: str | None) -> None:
+          real_val: str | None, real_tile: int | None) -> None:
     """Start a run: cycle 0 (initial data, training, evaluation), then the adaptive cycles."""
     import time
 
@@ -47,7 +47,7 @@ def start(run: str | None, policy: str, preset: str, cycles: int | None, generat
                                   workers=workers, real=real or None, finetune_on=finetune_on, n_train=n_train,
                                   n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle, size=size,
                                   space=space_from_file(space_file), generator_options=exemplars_option(exemplars),
-                                  real_val=real_val)
+                                  real_val=real_val, real_tile=real_tile)
     run = run or f"runs/{policy.split(':')[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
     click.echo(f"run {run}: {config.generator}, policy {config.policy}, preset {config.preset}, cycles 0..{config.cycles}")
     with TrainProgressView(say=say) as view:

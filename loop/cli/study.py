@@ -49,7 +49,7 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
                 encoder_weights: str | None, finetune_on: str | None, n_train: int | None, n_val: int | None,
                 n_test: int | None, n_per_cycle: int | None, size: int | None, space_file: str | None,
                 exemplars: str | None, freeze_random_encoder: bool | None, input_norm: str | None,
-                augment: dict | None, real_val: str | None, parallel: int | None, address: str | None, report_only: bool,
+                augment: dict | None, real_val: str | None, real_tile: int | None, parallel: int | None, address: str | None, report_only: bool,
                 at_cycle: int | None, as_json: bool) -> None:
     """Compare sampling policies over seeds 1..N from a shared cycle 0: statistics, t-tests, plots in OUT.
 
@@ -68,7 +68,7 @@ def compare_cmd(out: str, policies: str | None, seeds: int | None, preset: str |
                  finetune_on=finetune_on, n_train=n_train, n_val=n_val, n_test=n_test, n_per_cycle=n_per_cycle,
                  size=size, space=space_from_file(space_file), generator_options=exemplars_option(exemplars),
                  freeze_random_encoder=freeze_random_encoder, input_norm=input_norm, augment=augment,
-                 real_val=real_val)
+                 real_val=real_val, real_tile=real_tile)
     if report_only:
         named = [k for k, v in given.items() if v is not None]
         if named:

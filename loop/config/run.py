@@ -34,6 +34,8 @@ RealGroups = tuple[tuple[str, str], ...]
 
 _GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _DIGEST = re.compile(r"[0-9a-f]{64}\Z")
+LEGACY_REAL_TILE = 256
+"""The tile side real images were predicted in before runs chose theirs (``RunConfig.real_tile``)."""
 
 
 def _real_group(item: Any, where: str) -> tuple[str, str]:
@@ -124,6 +126,14 @@ class RunConfig(DictFields):
     ``anchored`` policy (:mod:`loop.run.anchors`); never one of the ``real`` test folders.
     Frozen as an absolute path with ``real_val_digest``, the SHA-256 of its files, set by
     ``loop start`` (:func:`loop.run.anchors.real_val_digest`), so a resume refuses a changed folder.
+
+    ``real_tile``: the side in px of the tiles real images (``real`` and ``real_val``) are
+    predicted in, at their native resolution; they overlap by a quarter of it
+    (:attr:`real_overlap`). The presets set it to the side the model is trained at last
+    (:func:`training_tile`): a model that learnt on 128 px images saw every pixel within 64 px
+    of a border, and a fragile one answers only near tile borders when shown 256 px tiles
+    (issue 14's seed-10 model: mIoU 0.556 at 256 px, 0.693 at 128 px on nist). 256, the default
+    of the dataclass, is what a run.toml written before the field existed was scored with.
     """
 
     generator: str = "grains"
@@ -145,6 +155,7 @@ class RunConfig(DictFields):
     generator_options: dict[str, str] | None = None
     real_val: str | None = None
     real_val_digest: str | None = None
+    real_tile: int = LEGACY_REAL_TILE
 
     def __post_init__(self) -> None:
         for name in ("generator", "policy", "initial_policy", "preset"):
@@ -169,6 +180,7 @@ class RunConfig(DictFields):
         if self.real_val_digest is not None and not (isinstance(self.real_val_digest, str)
                                                      and _DIGEST.match(self.real_val_digest)):
             raise fail("run.real_val_digest", self.real_val_digest, "a SHA-256 in hex (64 characters)")
+        check_real_tile(self.real_tile, "run.real_tile")
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> "RunConfig":
@@ -176,7 +188,8 @@ class RunConfig(DictFields):
         if preset not in DATA_PRESETS:
             raise ConfigError(f"preset: expected one of {', '.join(DATA_PRESETS)}, got {preset!r}")
         size, n_train, n_val, n_per_cycle, n_test = DATA_PRESETS[preset]
-        base = cls(preset=preset, size=size, n_train=n_train, n_val=n_val, n_per_cycle=n_per_cycle, n_test=n_test)
+        base = cls(preset=preset, size=size, n_train=n_train, n_val=n_val, n_per_cycle=n_per_cycle, n_test=n_test,
+                   real_tile=training_tile(preset))
         return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
@@ -190,6 +203,11 @@ class RunConfig(DictFields):
                 raise ConfigError(f"{where or 'run'}: has both real_dir and real; expected one of them")
             data["real"] = real_groups(legacy, f"{where or 'run'}.real_dir")
         return super().from_dict(data, where=where)
+
+    @property
+    def real_overlap(self) -> int:
+        """How far neighbouring tiles of real images overlap, in px: a quarter of :attr:`real_tile`."""
+        return self.real_tile // 4
 
     def with_cycles(self, cycles: int) -> "RunConfig":
         """The same run with a different number of adaptive cycles."""
@@ -232,6 +250,22 @@ def checked_generator_options(generator: str, value: Any, where: str = "run.gene
             item = os.path.abspath(item)
         out[str(name)] = item
     return out
+
+
+def training_tile(preset: str) -> int:
+    """The side in px at which ``preset`` trains a segmentation model last: the default tile of
+    its real-image inference (``RunConfig.real_tile``)."""
+    from loop.config.training import get_preset
+
+    return get_preset(preset).train.stages[-1].size
+
+
+def check_real_tile(value: Any, where: str = "run.real_tile") -> int:
+    """``value`` if it is a tile side tiled inference takes (a multiple of 32 px, 32 to 4096),
+    else a :class:`ConfigError` naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 32 <= value <= 4096 or value % 32:
+        raise fail(where, value, "a multiple of 32 px from 32 to 4096 (the U-Net halves a tile 5 times)")
+    return value
 
 
 def checked_real_val(value: Any, where: str = "run.real_val") -> str | None:

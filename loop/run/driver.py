@@ -294,7 +294,8 @@ class CycleDriver:
         groups: dict[str, dict[str, float]] = {}
         images: list[dict[str, Any]] = []
         for name, folder in self.config.real:
-            result = self._call(self.evaluator.evaluate_real, self._checked_checkpoint(cycle), folder)
+            result = self._call(self.evaluator.evaluate_real, self._checked_checkpoint(cycle), folder,
+                                tile=self.config.real_tile, overlap=self.config.real_overlap)
             groups[name] = {k: v for k, v in result.items() if isinstance(v, float)}
             images += result["images"]
             self.say(f"  real {name}: " + _scores_line(groups[name]))
@@ -302,7 +303,7 @@ class CycleDriver:
         if len(groups) > 1:
             self.say("  real pooled: " + _scores_line(summary))
         self.journal.append("real_evaluated", cycle=cycle, summary=summary, groups=groups,
-                            wall_s=time.time() - started)
+                            tile=self.config.real_tile, wall_s=time.time() - started)
 
     def _anchor(self, cycle: int) -> None:
         """Place the real validation images in the space and score them with cycle ``cycle``'s model
@@ -318,7 +319,8 @@ class CycleDriver:
             checkpoint = self._checked_checkpoint(cycle)
 
             def score(folder: str) -> list[dict[str, Any]]:
-                return self._call(self.evaluator.evaluate_real, checkpoint, folder)["images"]
+                return self._call(self.evaluator.evaluate_real, checkpoint, folder, tile=self.config.real_tile,
+                                  overlap=self.config.real_overlap)["images"]
 
             self.say(f"  real-val: locating {self.config.real_val}")
             data = estimate_anchors(self.store, cycle, self.config.real_val, score=score, say=self.say)
@@ -344,12 +346,12 @@ class CycleDriver:
         """URI of cycle ``cycle``'s checkpoint, checked against the journal (:func:`checked_checkpoint_uri`)."""
         return checked_checkpoint_uri(self.store, self.journal, cycle)
 
-    def _call(self, method: Any, *args: Any) -> Any:
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         if self.remote:
             import ray
 
-            return ray.get(method.remote(*args))
-        return method(*args)
+            return ray.get(method.remote(*args, **kwargs))
+        return method(*args, **kwargs)
 
 
 def checked_checkpoint_uri(store: Any, journal: Journal, cycle: int) -> str:

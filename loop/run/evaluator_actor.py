@@ -115,24 +115,30 @@ class Evaluator:
         return table.to_pylist()
 
     def evaluate_real(self, checkpoint_uri: str, real_dir: str, overlay_dir: str | None = None,
-                      pixel_size_um: float | None = None) -> dict:
+                      pixel_size_um: float | None = None, tile: int | None = None,
+                      overlap: int | None = None) -> dict:
         """Score the checkpoint on a real labelled folder (:func:`loop.evaluate.scoring.evaluate_real`).
 
         Returns the summary (``task``, ``n_images``, each metric's mean and ``<metric>_std``)
-        plus ``checkpoint``, ``real_dir`` and ``images``: the per-image rows as dicts.
-        With ``overlay_dir``, overlay pictures are written there; ``pixel_size_um`` (else the
-        folder's ``pixel_size_um.json``) gives grains/mm² and the ASTM E112 G.
+        plus ``checkpoint``, ``real_dir``, ``tile``, ``overlap`` and ``images``: the per-image rows
+        as dicts. With ``overlay_dir``, overlay pictures are written there; ``pixel_size_um`` (else
+        the folder's ``pixel_size_um.json``) gives grains/mm² and the ASTM E112 G. ``tile`` and
+        ``overlap`` (px) replace this evaluator's settings for this call (a run passes its own).
         """
+        tile = self.tile if tile is None else tile
+        overlap = self.overlap if overlap is None else overlap
+        check_settings(self.batch_size, tile, overlap, self.threshold, self.tol, self.min_grain_area)
         model, task = self._model(checkpoint_uri)
         # A classifier sees real images at the size it was trained at (its last stage's).
         class_size = self._cached[3] if task == "classification" else None
         table, summary = evaluate_real(
-            model, real_dir, self.device, task=task, tile=self.tile, overlap=self.overlap,
+            model, real_dir, self.device, task=task, tile=tile, overlap=overlap,
             batch_size=self.batch_size, threshold=self.threshold, tol=self.tol,
             min_grain_area=self.min_grain_area, overlay_dir=overlay_dir, class_size=class_size,
             pixel_size_um=pixel_size_um,
         )
-        return {**summary, "checkpoint": checkpoint_uri, "real_dir": str(Path(real_dir)), "images": table.to_pylist()}
+        return {**summary, "checkpoint": checkpoint_uri, "real_dir": str(Path(real_dir)), "tile": tile,
+                "overlap": overlap, "images": table.to_pylist()}
 
     def _metric_pool(self) -> ProcessPoolExecutor | None:
         if self.metric_workers and self._pool is None:

@@ -7,6 +7,7 @@ import posixpath
 import tempfile
 from typing import Any
 
+from loop.config.run import run_config_from
 from loop.errors import InputError
 from loop.run.evaluator_actor import Evaluator
 from loop.run.journal import Journal
@@ -29,9 +30,11 @@ def pick_checkpoint(store: RunStore, cycle: int | None) -> int:
     return cycle
 
 
-def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int = 256,
-               overlap: int = 64, pixel_size_um: float | None = None) -> tuple[dict[str, Any], str]:
-    """Score cycle ``cycle``'s checkpoint (default: the latest) on ``real_dir``.
+def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int | None = None,
+               overlap: int | None = None, pixel_size_um: float | None = None) -> tuple[dict[str, Any], str]:
+    """Score cycle ``cycle``'s checkpoint (default: the latest) on ``real_dir``, in tiles of
+    ``tile`` px overlapping by ``overlap`` px (default: the run's ``real_tile`` and a quarter of
+    ``tile``, so that the run's own real scores and these agree).
 
     Writes ``RUN/reports/real_cycle_NNN/scores.json`` and one overlay per image (drawn on
     local disk, then written through the run's location, so object-store runs work alike).
@@ -41,6 +44,10 @@ def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int =
     """
     store = RunStore.open(run)
     cycle = pick_checkpoint(store, cycle)
+    if tile is None:
+        tile = run_config_from(store.config["run"]).real_tile
+    if overlap is None:
+        overlap = tile // 4
     folder = posixpath.join(REPORTS, real_report_name(cycle))
     # Every process that writes into a run holds its lock: a running driver may write this folder too.
     uri = checked_checkpoint_uri(store, Journal(store.path(JOURNAL)), cycle)

@@ -19,7 +19,8 @@ import tomli_w
 from loop.config.fields import ConfigError
 from loop.config.training import INPUT_NORMS, AugmentConfig
 from loop.config.run import (
-    DATA_PRESETS, FINETUNE_DATA, RealGroups, RunConfig, checked_generator_options, checked_real_val, real_groups,
+    DATA_PRESETS, FINETUNE_DATA, LEGACY_REAL_TILE, RealGroups, RunConfig, check_real_tile, checked_generator_options,
+    checked_real_val, real_groups, training_tile,
 )
 from loop.errors import InputError
 from stores.location import Location
@@ -121,7 +122,9 @@ class CompareConfig:
     as ``run.generator_options`` (e.g. ``{"exemplars": DIR}`` from ``--exemplars``, the path
     made absolute), given to every run. ``real_val``: as ``run.real_val`` (``--real-val``, an
     absolute path) with ``real_val_digest``, the digest of its files, set when the comparison is
-    made (:func:`loop.study.compare.compare`); every run is checked against it.
+    made (:func:`loop.study.compare.compare`); every run is checked against it. ``real_tile``: as
+    ``run.real_tile`` (default: the preset's, resolved and frozen here); a compare.toml written
+    before the field existed loads with 256, the tile its runs were scored with.
     """
 
     policies: tuple[str, ...]
@@ -147,6 +150,7 @@ class CompareConfig:
     generator_options: Any = None
     real_val: str | None = None
     real_val_digest: str | None = None
+    real_tile: int | None = None
 
     def __post_init__(self) -> None:
         from policies import get_policy
@@ -179,6 +183,11 @@ class CompareConfig:
                                         n_per_cycle=self.n_per_cycle, size=self.size, n_test=self.n_test)
         for name in ("n_train", "n_val", "n_per_cycle", "size", "n_test"):
             object.__setattr__(self, name, getattr(resolved, name))
+        try:
+            object.__setattr__(self, "real_tile", training_tile(self.preset) if self.real_tile is None
+                               else check_real_tile(self.real_tile, "real_tile"))
+        except ConfigError as err:
+            raise CompareError(str(err)) from None
         try:
             object.__setattr__(self, "real", real_groups(self.real, "--real"))
         except ConfigError as err:
@@ -270,6 +279,7 @@ class CompareConfig:
             n_train=self.n_train, n_val=self.n_val, n_per_cycle=self.n_per_cycle, size=self.size,
             n_test=self.n_test, real=self.real, finetune_on=self.finetune_on, space=self.space,
             generator_options=self.generator_options, real_val=self.real_val, real_val_digest=self.real_val_digest,
+            real_tile=self.real_tile,
         )
         check_run_config(config, real_folders=False)  # compare() checks them; a report needs none
         return config
@@ -290,6 +300,7 @@ class CompareConfig:
         data = dict(data)
         if "real_dir" in data and "real" not in data:
             data["real"] = data.pop("real_dir")
+        data.setdefault("real_tile", LEGACY_REAL_TILE)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

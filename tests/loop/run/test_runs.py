@@ -125,6 +125,19 @@ def test_an_old_run_toml_loads_without_a_test_split_and_with_its_real_folder(tmp
     assert RunConfig.for_preset("paper").n_test == 1000
 
 
+def test_real_images_are_tiled_at_the_size_the_preset_trains_at_last(tmp_path) -> None:
+    from loop.config.fields import ConfigError
+
+    assert [RunConfig.for_preset(p).real_tile for p in ("smoke", "cpu", "paper")] == [64, 128, 512]
+    assert RunConfig.for_preset("cpu").real_overlap == 32 and RunConfig.for_preset("cpu", real_tile=256).real_tile == 256
+    old = {k: v for k, v in small_config().to_dict().items() if k != "real_tile"}
+    assert run_config_from(old).real_tile == 256  # what a run of before was scored with
+    assert run_config_from(small_config(real_tile=96).to_dict()).real_tile == 96
+    for bad in (100, 16, True, "128", 8192):
+        with pytest.raises(ConfigError, match=r"run.real_tile: expected a multiple of 32 px from 32 to 4096 .*, got "):
+            small_config(real_tile=bad)
+
+
 class SpyPolicy(Policy):
     """Records every view it is given and fails when one holds a held-out test row or score."""
 

@@ -218,6 +218,21 @@ def test_real_groups_start_options_and_old_settings_files(tmp_path) -> None:
                                       f'cycles = 1\nreal_dir = "{iron}"\n')
     legacy = read_settings(str(old))
     assert legacy.real == (("iron", iron),) and legacy.primary == "real:miou" and legacy.reference == "random"
+    assert legacy.real_tile == 256 and legacy.run_config(1, "random").real_tile == 256  # as its runs were scored
+
+
+def test_the_real_tile_is_frozen_with_the_comparison(tmp_path) -> None:
+    out = str(tmp_path / "out")
+    frozen = resolve_settings(out, dict(TINY))
+    assert frozen.real_tile == 64 and read_settings(out).real_tile == 64  # smoke trains at 64 px
+    assert frozen.run_config(2).real_tile == frozen.run_config(2, "worst10").real_tile == 64
+    assert "real_tile = 64" in (tmp_path / "out" / "compare.toml").read_text()
+    with pytest.raises(CompareError, match="real_tile is 64 in this comparison, got 128"):
+        resolve_settings(out, dict(TINY, real_tile=128))
+    assert resolve_settings(str(tmp_path / "wide"), dict(TINY, real_tile=256)).run_config(1).real_tile == 256
+    with pytest.raises(CompareError, match=r"real_tile: expected a multiple of 32 px .*, got 100"):
+        resolve_settings(str(tmp_path / "bad"), dict(TINY, real_tile=100))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_parallel_runs_follow_the_gpus() -> None:
