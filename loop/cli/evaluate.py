@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from loop.cli.output import echo_json, fmt
+from loop.cli.output import echo_json, fmt, table_console
 
 
 @click.command()
@@ -30,7 +30,6 @@ def evaluate(run: str, real_dir: str, cycle: int | None, tile: int | None, overl
     if as_json:
         echo_json(result)
         return
-    from rich.console import Console
     from rich.table import Table
 
     if result.get("task") == "classification":
@@ -50,7 +49,7 @@ def evaluate(run: str, real_dir: str, cycle: int | None, tile: int | None, overl
         table.add_row(row["name"], *(fmt(row[k]) for k in metrics))
     table.add_row("mean ± sd", *(f"{result.get(k, float('nan')):.4f} ± {result.get(k + '_std', float('nan')):.4f}"
                                  for k in metrics), style="bold")
-    Console().print(table)
+    table_console(table).print(table)
     click.echo(f"wrote {reports}/scores.json and overlays")
 
 
@@ -60,10 +59,8 @@ def _print_classification(run: str, cycle: int, real_dir: str, result: dict, rep
     """A classifier on real tiles: its error per class, and the images with the most wrong tiles."""
     from collections import Counter
 
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
     rows = result["images"]
     table = Table(title=f"{run} cycle {cycle} on {real_dir} ({len(rows)} inputs)")
     for column in ("class", "inputs", "wrong", "error rate"):
@@ -73,6 +70,7 @@ def _print_classification(run: str, cycle: int, real_dir: str, result: dict, rep
         wrong = sum(r["label"] == label and r["error"] > 0 for r in rows)
         table.add_row(name, str(n), str(wrong), fmt(result.get(rate)))
     table.add_row("balanced error", "", "", fmt(result.get("balanced_error")), style="bold")
+    console = table_console(table)
     console.print(table)
     worst = Counter(r["image"] for r in rows if r["error"] > 0).most_common(10)
     if worst:

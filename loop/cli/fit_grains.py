@@ -8,7 +8,7 @@ from typing import Iterator
 import click
 import numpy as np
 
-from loop.cli.output import echo_json
+from loop.cli.output import echo_json, table_console
 
 
 def real_folder_pairs(folder: str | Path) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
@@ -55,7 +55,6 @@ def fit_grains_cmd(real_dirs: tuple[str, ...], out: str, as_json: bool) -> None:
     if as_json:
         echo_json({**fit.to_dict(), "out": str(path)})
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"grain space fitted on {', '.join(real_dirs)} ({len(fit.measures)} images)")
@@ -67,7 +66,7 @@ def fit_grains_cmd(real_dirs: tuple[str, ...], out: str, as_json: bool) -> None:
         low, high = (f"{dim.low:.4g}", f"{dim.high:.4g}") if hasattr(dim, "low") else (dim.bounds_text(), "")
         table.add_row(dim.name, dim.unit, low, high, f"{fit.medians[dim.name]:.4g}" if fitted else "(default)",
                       f"[{default.low:.4g}, {default.high:.4g}]" if hasattr(default, "low") else default.bounds_text())
-    Console(width=max(Console().width, 100)).print(table)
+    table_console(table, 100).print(table)
     grains_total = sum(m.n_grains for m in fit.measures)
     click.echo(f"{grains_total} grains in {len(fit.measures)} images; wrote {path}")
     outside = fit.outside()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from loop.cli.output import echo_json
+from loop.cli.output import echo_json, table_console
 
 PER_IMAGE_COLUMNS = 4
 """Up to this many images the table has a column per image; beyond, the spread of their estimates."""
@@ -46,7 +46,6 @@ def locate(run: str, images_dir: str, out: str | None, as_json: bool, renders: i
         echo_json(report)
         return
     import numpy as np
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{run} cycle {report['cycle']}: {report['n_images']} images of {images_dir} "
@@ -74,7 +73,7 @@ def locate(run: str, images_dir: str, out: str | None, as_json: bool, renders: i
         table.add_row(d["name"], d["unit"], "-" if d["r2"] is None else f"{d['r2']:.2f}",
                       "yes" if d["identifiable"] else "no", *cells, edge,
                       style=None if d["identifiable"] else "dim")
-    Console(width=max(Console().width, 150)).print(table)
+    table_console(table, 150).print(table)
     ident = ", ".join(report["identifiable"]) or "none"
     click.echo(f"identifiable (held-out {report['r2_split']} R² >= {report['identifiable_r2']}): {ident}")
     if report["fixed"]:

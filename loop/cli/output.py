@@ -36,6 +36,17 @@ def say(line: str) -> None:
     click.echo(f"[{time.strftime('%H:%M:%S')}] {line}")
 
 
+def table_console(table: Table, min_width: int = 0) -> Console:
+    """A console to print ``table`` on: the terminal's width (at least ``min_width``) on a terminal;
+    into a file or a pipe, as wide as the table needs, so a log keeps every column and digit
+    (rich would otherwise squeeze it into 80 columns and cut the cells)."""
+    console = Console()
+    width = max(console.width, min_width)
+    if not console.is_terminal:
+        width = max(width, console.measure(table, options=console.options.update_width(10_000)).maximum)
+    return Console(width=width)
+
+
 def print_figures(title: str, result: dict[str, Any], as_json: bool) -> None:
     """A benchmark's figures: one JSON object, or a two-column table of the flattened keys."""
     if as_json:
@@ -46,7 +57,7 @@ def print_figures(title: str, result: dict[str, Any], as_json: bool) -> None:
     table.add_column("value", justify="right")
     for key, value in _flatten(result):
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    table_console(table).print(table)
 
 
 def _flatten(result: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from loop.cli.options import data_and_model_options, exemplars_option, generator_choice_help, space_from_file
-from loop.cli.output import echo_json, fmt, say
+from loop.cli.output import echo_json, fmt, say, table_console
 from loop.cli.progress import TrainProgressView, format_duration
 
 
@@ -79,7 +79,6 @@ def status(run: str, as_json: bool) -> None:
     if as_json:
         echo_json(info)
         return
-    from rich.console import Console
     from rich.table import Table
 
     state = info["state"] + (f" (lock held by {info['lock_holder']})" if info["lock_holder"] else "")
@@ -113,7 +112,7 @@ def status(run: str, as_json: bool) -> None:
             *([fmt(c.get("real_val", {}).get("miou"))] if has_real_val else []),
             "/".join(fmt(wall.get(k), ".0f") for k in ("generated", "trained", "evaluated")),
         )
-    console = Console(width=max(100 + 14 * (len(columns) - 8), Console().width))
+    console = table_console(table, 100 + 14 * (len(columns) - 8))
     console.print(table)
     for c in info["cycles"]:
         if c.get("inverse_r2"):

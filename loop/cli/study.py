@@ -6,7 +6,7 @@ import click
 
 from loop.cli.errors import Group
 from loop.cli.options import data_and_model_options, exemplars_option, space_from_file
-from loop.cli.output import echo_json, say
+from loop.cli.output import echo_json, say, table_console
 
 
 @click.command("compare")
@@ -127,7 +127,6 @@ def fit_cracks_cmd(masks_dir: str, out: str, tile_size: int | None, min_crack_px
     if as_json:
         echo_json({**fit.to_dict(), "out": str(path), **({"tiles": tiled} if tiled else {})})
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"crack space fitted on {masks_dir}" + (f" ({tile_size} px tiles)" if tiled else ""))
@@ -139,7 +138,7 @@ def fit_cracks_cmd(masks_dir: str, out: str, tile_size: int | None, min_crack_px
         table.add_row(dim.name, dim.unit, f"{dim.low:.4g}", f"{dim.high:.4g}",
                       f"{fit.medians[dim.name]:.4g}" if fitted else "-",
                       str(fit.counts[dim.name]) if fitted else "(default)", f"[{default.low:.4g}, {default.high:.4g}]")
-    Console().print(table)
+    table_console(table).print(table)
     if tiled:
         click.echo(f"{tiled['crack']} crack and {tiled['no_crack']} no-crack {tile_size} px tiles; "
                    + (f"wrote {tiled['exemplars_written']} exemplar tiles to {exemplars_out}; " if exemplars_out else ""))

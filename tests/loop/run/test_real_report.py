@@ -129,5 +129,11 @@ def test_evaluate_command_reports_its_tiles_and_names_a_bad_tile(trained_run, re
     scored = CliRunner().invoke(main, ["evaluate", trained_run, "--real", real_folder, "--json"])
     assert scored.exit_code == 0, scored.output
     assert (json.loads(scored.output)["tile"], json.loads(scored.output)["overlap"]) == (64, 16)
+    # Into a pipe or a log the table keeps every column whole (rich would squeeze it into 80 columns).
+    table = CliRunner().invoke(main, ["evaluate", trained_run, "--real", real_folder])
+    assert table.exit_code == 0, table.output
+    assert "boundary_intercept_rel_error" in table.output and "…" not in table.output
+    assert "64 px tiles overlapping 16 px" in table.output
+    assert any(line.startswith("│ mean ± sd ") for line in table.output.splitlines())
     bad = CliRunner().invoke(main, ["evaluate", trained_run, "--real", real_folder, "--tile", "100"])
     assert bad.exit_code != 0 and "tile: expected a positive multiple of 32 px, got 100" in bad.output
