@@ -52,12 +52,13 @@ def split_policies(text: str) -> tuple[str, ...]:
 
 
 ENDPOINT_METRICS = ("miou", "error", "boundary_f1", "grain_count_rel_error", "mean_intercept_rel_error",
-                    "balanced_error", "miss_rate", "false_alarm_rate")
+                    "boundary_intercept_rel_error", "balanced_error", "miss_rate", "false_alarm_rate")
 """The metrics a comparison reports (per source), and so the metrics a primary endpoint may name."""
-REAL_ONLY_METRICS = frozenset({"grain_count_rel_error", "mean_intercept_rel_error", "balanced_error", "miss_rate",
-                               "false_alarm_rate"})
+REAL_ONLY_METRICS = frozenset({"grain_count_rel_error", "mean_intercept_rel_error", "boundary_intercept_rel_error",
+                               "balanced_error", "miss_rate", "false_alarm_rate"})
 """Scored on real images only, so an endpoint naming one must name a real source: grain statistics
-of closed grains against the mask (:mod:`loop.evaluate.grains`) and a classifier's error per class
+against the mask (of closed grains, and the intercept counted on the boundary map;
+:mod:`loop.evaluate.grains`) and a classifier's error per class
 on real tiles (:func:`loop.evaluate.scoring.class_rates`)."""
 BASE_SOURCES = ("val", "test", "real")
 """Score sources: the synthetic validation set, the held-out synthetic test set, the real images

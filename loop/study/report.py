@@ -47,6 +47,7 @@ SOURCES = {"val": "synthetic validation set", "test": "held-out synthetic test s
 METRIC_NAMES = {"miou": "mIoU", "error": "error", "boundary_f1": "boundary F1",
                 "grain_count_rel_error": "grain-count relative error",
                 "mean_intercept_rel_error": "mean-intercept relative error",
+                "boundary_intercept_rel_error": "boundary-map intercept relative error",
                 "balanced_error": "balanced error", "miss_rate": "miss rate", "false_alarm_rate": "false-alarm rate"}
 PLOTS_DIR = "plots"
 

@@ -139,6 +139,8 @@ def test_primary_endpoint_and_reference_are_declared_up_front_and_frozen(tmp_pat
     assert (chosen.primary, chosen.reference) == ("real/tbm:error", "near-random")
     grains = CompareConfig(**dict(TINY, primary="real/iron:mean_intercept_rel_error", real=("iron=/data/iron",)))
     assert grains.primary == "real/iron:mean_intercept_rel_error"
+    assert CompareConfig(**dict(TINY, primary="real:boundary_intercept_rel_error", real=("iron=/data/iron",))
+                         ).primary == "real:boundary_intercept_rel_error"
     with pytest.raises(CompareError, match="unknown source 'real/zinc'; expected one of val, test, real, real/iron$"):
         CompareConfig(**dict(TINY, primary="real/zinc:miou", real=("iron=/x",)))
     cracks = CompareConfig(**dict(TINY, generator="cracks", real=("tiles=/data/cracks",)))
@@ -153,8 +155,10 @@ def test_primary_endpoint_and_reference_are_declared_up_front_and_frozen(tmp_pat
 @pytest.mark.parametrize(("given", "message"), [
     (dict(primary="nope:miou"), "--primary 'nope:miou': unknown source 'nope'; expected one of val, test"),
     (dict(primary="val:nope"), "--primary 'val:nope': unknown metric 'nope'; expected one of miou, error, boundary_f1, "
-                               "grain_count_rel_error, mean_intercept_rel_error, balanced_error, miss_rate, "
-                               "false_alarm_rate"),
+                               "grain_count_rel_error, mean_intercept_rel_error, boundary_intercept_rel_error, "
+                               "balanced_error, miss_rate, false_alarm_rate"),
+    (dict(primary="val:boundary_intercept_rel_error"), "--primary 'val:boundary_intercept_rel_error': "
+                                                       "boundary_intercept_rel_error is scored on real images only"),
     (dict(primary="test:grain_count_rel_error"), "--primary 'test:grain_count_rel_error': grain_count_rel_error is "
                                                  "scored on real images only; expected source real or real/NAME"),
     (dict(primary="miou"), "--primary 'miou': expected SOURCE:METRIC"),
@@ -590,7 +594,8 @@ def test_a_comparison_with_real_groups_opens_with_the_primary_endpoint(grouped_c
     # Grain statistics are reported for the real sources only (the synthetic sets count no grains).
     assert stats["val"]["metrics"] == ["miou", "error", "boundary_f1"]
     for source in ("real", "real/iron", "real/tbm"):
-        assert stats[source]["metrics"][3:] == ["grain_count_rel_error", "mean_intercept_rel_error"]
+        assert stats[source]["metrics"][3:] == ["grain_count_rel_error", "mean_intercept_rel_error",
+                                                "boundary_intercept_rel_error"]
     assert "| policy | val | " in report and "| real | real/iron | real/tbm |" in report  # side by side
     assert "### Real images, group iron, after cycle 1" in report and "### Real images, group tbm" in report
     # Secondary: every test but the primary one, Holm-adjusted together.
