@@ -89,14 +89,14 @@ def status(run: str, as_json: bool) -> None:
     # group's mIoU beside the pooled real scores, when the run has groups.
     has_test = any("test" in c for c in info["cycles"])
     groups = list(dict.fromkeys(name for c in info["cycles"] for name in c.get("real_groups", {})))
-    has_real_val = any("real_val" in c for c in info["cycles"])  # --real-val images, scored where placed
+    has_real_val = any("real_val" in c for c in info["cycles"])  # --real-val images, scored after each cycle
     # A classifier scored on real tiles: its error on each class and their mean (crack-free tiles dominate).
     rates = ("balanced_error", "miss_rate", "false_alarm_rate")
     has_rates = any("balanced_error" in c.get("real", {}) for c in info["cycles"])
     columns = ["cycle", "state", "samples", "val miou", "val error", *(["test miou", "test error"] if has_test else []),
                "real miou", "real error", *(["real bal. error", "real miss", "real false alarm"] if has_rates else []),
                *(f"{name} {'bal. error' if has_rates else 'miou'}" for name in groups),
-               *(["real-val miou"] if has_real_val else []), "s gen/train/eval"]
+               *([f"real-val {'bal. error' if has_rates else 'miou'}"] if has_real_val else []), "s gen/train/eval"]
     for column in columns:
         table.add_column(column, no_wrap=column != "samples")
     for c in info["cycles"]:
@@ -109,11 +109,16 @@ def status(run: str, as_json: bool) -> None:
             *([fmt(real.get(k)) for k in rates] if has_rates else []),
             *(fmt(c.get("real_groups", {}).get(name, {}).get("balanced_error" if has_rates else "miou"))
               for name in groups),
-            *([fmt(c.get("real_val", {}).get("miou"))] if has_real_val else []),
+            *([fmt(c.get("real_val", {}).get("balanced_error" if has_rates else "miou"))] if has_real_val else []),
             "/".join(fmt(wall.get(k), ".0f") for k in ("generated", "trained", "evaluated")),
         )
     console = table_console(table, 100 + 14 * (len(columns) - 8))
     console.print(table)
+    best = info.get("best_real_val")
+    if best is not None:
+        console.print(f"best on the real validation images: cycle {best['cycle']} ({best['metric']} "
+                      f"{best['value']:.4f}); score it on other real images with `loop evaluate {info['run']} "
+                      f"--real DIR --checkpoint {best['cycle']}`", markup=False, highlight=False)
     for c in info["cycles"]:
         if c.get("inverse_r2"):
             console.print(f"cycle {c['cycle']} inverse model, held-out R² (identifiable at >= 0.5): "

@@ -119,6 +119,7 @@ class CycleDriver:
         self.say = say
         self.train_progress = train_progress
         self.generator = run_generator(config.generator, config.generator_options, config.space)
+        self._real_val_scores: tuple[int, dict[str, Any]] | None = None
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -136,6 +137,8 @@ class CycleDriver:
                 self._evaluate(cycle, TEST_SPLIT)
             if self.config.real:
                 self._evaluate_real(cycle)
+            if self.config.real_val:
+                self._evaluate_real_val(cycle)
             if self.config.real_val and (cycle == 0 or (cycle < self.config.cycles
                                                         and get_policy(self.config.policy).uses_anchors())):
                 # Not after the last cycle: placing the images trains an inverse model (minutes); a run
@@ -305,6 +308,31 @@ class CycleDriver:
         self.journal.append("real_evaluated", cycle=cycle, summary=summary, groups=groups,
                             tile=self.config.real_tile, wall_s=time.time() - started)
 
+    def _evaluate_real_val(self, cycle: int) -> None:
+        """Score cycle ``cycle``'s model on the real validation images, when they have masks, after
+        every cycle (the last too): the run's own measure of which checkpoint suits real images
+        (``loop status``'s best cycle on real-val), whatever the policy."""
+        from loop.run.anchors import real_val_folder
+
+        if self.journal.find("real_val_evaluated", cycle=cycle) or not real_val_folder(self.config.real_val).labelled:
+            return
+        started = time.time()
+        result = self._score_real_val(cycle)
+        scores = {k: v for k, v in result.items() if isinstance(v, float)}
+        self.say("  real-val: " + _scores_line(scores))
+        summary = {"n_images": result["n_images"], **scores}
+        self.journal.append("real_val_evaluated", cycle=cycle, summary=summary, tile=self.config.real_tile,
+                            wall_s=time.time() - started)
+
+    def _score_real_val(self, cycle: int) -> dict[str, Any]:
+        """Cycle ``cycle``'s model on the real validation folder (kept for the cycle's anchors, which
+        need the same per-image scores)."""
+        if self._real_val_scores is None or self._real_val_scores[0] != cycle:
+            result = self._call(self.evaluator.evaluate_real, self._checked_checkpoint(cycle), self.config.real_val,
+                                tile=self.config.real_tile, overlap=self.config.real_overlap)
+            self._real_val_scores = (cycle, result)
+        return self._real_val_scores[1]
+
     def _anchor(self, cycle: int) -> None:
         """Place the real validation images in the space and score them with cycle ``cycle``'s model
         (:func:`loop.run.anchors.estimate_anchors`), once: a resume reads the written file."""
@@ -316,11 +344,8 @@ class CycleDriver:
             return
         started = time.time()
         if not anchors_exist(self.store, cycle):
-            checkpoint = self._checked_checkpoint(cycle)
-
             def score(folder: str) -> list[dict[str, Any]]:
-                return self._call(self.evaluator.evaluate_real, checkpoint, folder, tile=self.config.real_tile,
-                                  overlap=self.config.real_overlap)["images"]
+                return self._score_real_val(cycle)["images"]
 
             self.say(f"  real-val: locating {self.config.real_val}")
             data = estimate_anchors(self.store, cycle, self.config.real_val, score=score, say=self.say)

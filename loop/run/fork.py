@@ -36,8 +36,8 @@ from stores.location import Location
 
 STAGING_SUFFIX = ".forking"
 # Journal events of a cycle that the driver looks up to skip finished steps.
-CYCLE_EVENTS = ("planned", "generated", "trained", "evaluated", "test_evaluated", "real_evaluated", "anchored",
-                "cycle_done")
+CYCLE_EVENTS = ("planned", "generated", "trained", "evaluated", "test_evaluated", "real_evaluated",
+                "real_val_evaluated", "anchored", "cycle_done")
 # Columns a batch is written with (the store adds batch, generator, generator_version, created_at).
 KEY_COLUMNS = ("sample_id", "cycle", "split", "policy", "parent_id", "seed", "label")
 

@@ -273,6 +273,22 @@ def _actors(threads: int | None = None, gpu_share: float | None = None) -> Itera
             ray.kill(actor)
 
 
+def best_real_val(cycles: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The finished cycle whose model scored best on the real validation images (``real_val``):
+    highest mIoU, or for a classifier lowest balanced error (else error); ties go to the earlier
+    cycle. ``{"cycle", "metric", "value"}``, or ``None`` when no finished cycle was scored there.
+    More cycles fit the generator better and may fit real images worse, so this, not the last
+    cycle, is the checkpoint to take to real micrographs."""
+    scored = [c for c in cycles if c["state"] == "done" and c.get("real_val")]
+    for metric, higher in (("miou", True), ("balanced_error", False), ("error", False)):
+        values = [(c["real_val"][metric], c["cycle"]) for c in scored if c["real_val"].get(metric) is not None]
+        if values:
+            value, cycle = (max(values, key=lambda v: (v[0], -v[1])) if higher
+                            else min(values, key=lambda v: (v[0], v[1])))
+            return {"cycle": cycle, "metric": metric, "value": value}
+    return None
+
+
 def _target_cycles(journal: Journal, config: RunConfig) -> int:
     targets = [e["cycles"] for e in journal.events() if e["event"] in ("started", "resumed")]
     return max(targets, default=config.cycles)
@@ -323,8 +339,8 @@ def run_status(run: str) -> dict[str, Any]:
                 continue
             begun = True  # planned at least
             kind = event["event"]
-            if kind in ("generated", "trained", "evaluated", "test_evaluated", "real_evaluated", "anchored",
-                        "cycle_done"):
+            if kind in ("generated", "trained", "evaluated", "test_evaluated", "real_evaluated", "real_val_evaluated",
+                        "anchored", "cycle_done"):
                 entry["wall_s"][kind] = round(float(event["wall_s"]), 2)
             if kind == "evaluated":
                 entry["val"] = event["summary"]
@@ -335,8 +351,11 @@ def run_status(run: str) -> dict[str, Any]:
                 if "groups" in event:  # runs before real groups scored one folder: no per-group scores
                     entry["real_groups"] = {name: {k: v for k, v in summary.items() if not k.endswith("_std")}
                                             for name, summary in event["groups"].items()}
+            if kind == "real_val_evaluated":
+                entry["real_val"] = {k: v for k, v in event["summary"].items() if not k.endswith("_std")}
             if kind == "anchored":
-                entry["real_val"] = event["summary"]
+                # runs of before scored the real validation images only where they placed them
+                entry.setdefault("real_val", event["summary"])
                 if "inverse_r2" in event:  # held-out R² per dimension of the inverse model that placed them
                     entry["inverse_r2"] = event["inverse_r2"]
             if kind == "train_progress":
@@ -347,6 +366,6 @@ def run_status(run: str) -> dict[str, Any]:
         cycles.append(entry)
     all_done = all(c["state"] == "done" for c in cycles)
     return {"run": store.uri, "generator": store.generator_name, "policy": config.policy, "preset": config.preset,
-            "target_cycles": target, "cycles": cycles,
+            "target_cycles": target, "cycles": cycles, "best_real_val": best_real_val(cycles),
             "state": "running" if holder else ("finished" if all_done else "interrupted"), "lock_holder": holder,
             "finished": bool(events) and events[-1]["event"] == "finished"}

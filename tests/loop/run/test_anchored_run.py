@@ -133,8 +133,16 @@ def test_an_anchored_run_samples_around_its_real_images_and_resumes_from_them(ra
     status = run_status(run)["cycles"][0]
     assert status["real_val"]["n_images"] == 2 and status["inverse_r2"] == data["r2"]
     assert set(data["r2"]) == set(data["dims"])
+    # The real-val images are scored after every cycle, the last too; the anchors reuse cycle 0's scores.
+    scored = events(run, "real_val_evaluated")
+    assert [e["cycle"] for e in scored] == [0, 1] and all(e["tile"] == 64 for e in scored)
+    assert scored[0]["summary"]["miou"] == pytest.approx(np.mean([r["miou"] for r in data["images"]]))
+    cycles = run_status(run)["cycles"]
+    best = max((0, 1), key=lambda c: (cycles[c]["real_val"]["miou"], -c))
+    assert run_status(run)["best_real_val"] == {"cycle": best, "metric": "miou", "value": cycles[best]["real_val"]["miou"]}
     shown = CliRunner().invoke(main, ["status", run])
     assert shown.exit_code == 0 and "real-val miou" in shown.output
+    assert f"best on the real validation images: cycle {best} (miou " in shown.output
     assert "cycle 0 inverse model, held-out R² (identifiable at >= 0.5): grain_diameter " in shown.output
 
     new = store.params(cycle=1)
@@ -180,6 +188,7 @@ def test_a_crack_run_anchors_on_unlabelled_images(ray_local, tmp_path) -> None:
     data = read_anchors(store, 0)[0]
     assert not data["labelled"] and [r["name"] for r in data["images"]] == ["r0.png", "r1.png", "r2.png"]
     assert all(r["miou"] is None and r["error"] is None and r["loss"] is None for r in data["images"])
+    assert events(run, "real_val_evaluated") == [] and run_status(run)["best_real_val"] is None  # nothing to score
     assert "width" in data["dims"] and "texture" not in data["dims"]  # a choice is not located
     new = store.params(cycle=1)
     assert set(new["policy"].to_pylist()) == {"anchored:floor=0.05"} and new.num_rows == 6

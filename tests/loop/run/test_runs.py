@@ -346,3 +346,16 @@ def test_kill_9_then_resume_gives_the_uninterrupted_run(reference_run, tmp_path,
     strip = lambda rows: [{k: v for k, v in r.items() if k != "batch"} for r in rows]  # noqa: E731
     assert strip(got) == strip(want)
     assert len({r["sample_id"] for r in got}) == len(got)
+
+
+def test_the_best_cycle_on_real_val_is_the_finished_one_scored_best() -> None:
+    from loop.run.lifecycle import best_real_val
+
+    def cycle(n, state="done", **scores):
+        return {"cycle": n, "state": state, **({"real_val": scores} if scores else {})}
+
+    seg = [cycle(0, miou=0.52), cycle(1, miou=0.55), cycle(2, miou=0.55), cycle(3, "interrupted", miou=0.9), cycle(4)]
+    assert best_real_val(seg) == {"cycle": 1, "metric": "miou", "value": 0.55}  # a tie goes to the earlier cycle
+    cls = [cycle(0, balanced_error=0.3, miou=None), cycle(1, balanced_error=0.2, miou=None)]
+    assert best_real_val(cls) == {"cycle": 1, "metric": "balanced_error", "value": 0.2}
+    assert best_real_val([cycle(0), cycle(1, "pending")]) is None
