@@ -7,11 +7,32 @@ import click
 from loop.cli.output import echo_json, fmt, table_console
 
 
+class CheckpointChoice(click.ParamType):
+    """A cycle number (>= 0) or ``best``."""
+
+    name = "N|best"
+
+    def convert(self, value, param, ctx):
+        """``best`` as is, else the cycle as an int >= 0; anything else fails naming the value."""
+        from loop.run.real_report import BEST
+
+        if isinstance(value, int) or value == BEST:
+            return value
+        try:
+            cycle = int(value)
+        except ValueError:
+            cycle = -1
+        if cycle < 0:
+            self.fail(f"expected a cycle number >= 0 or '{BEST}', got {value!r}", param, ctx)
+        return cycle
+
+
 @click.command()
 @click.argument("run")
 @click.option("--real", "real_dir", required=True, help="Folder of real images and masks (DIR/images, DIR/masks).")
-@click.option("--checkpoint", "cycle", type=click.IntRange(min=0), default=None,
-              help="Cycle whose checkpoint to score (default: the latest).")
+@click.option("--checkpoint", "cycle", type=CheckpointChoice(), default=None, metavar="N|best",
+              help="Cycle whose checkpoint to score (default: the latest); `best`: the finished cycle that "
+                   "scored best on the run's --real-val images (`loop status` names it).")
 @click.option("--tile", type=click.IntRange(min=32), default=None,
               help="Inference tile side in px (default: the run's real_tile, the side its model trains at last).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None,
@@ -19,7 +40,7 @@ from loop.cli.output import echo_json, fmt, table_console
 @click.option("--pixel-size", "pixel_size_um", type=click.FloatRange(min=0, min_open=True), default=None,
               help="µm per pixel of every image (else DIR/pixel_size_um.json, {NAME: µm}): adds grains/mm² and ASTM G.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(run: str, real_dir: str, cycle: int | None, tile: int | None, overlap: int | None,
+def evaluate(run: str, real_dir: str, cycle: int | str | None, tile: int | None, overlap: int | None,
              pixel_size_um: float | None, as_json: bool) -> None:
     """Score a checkpoint of RUN on real labelled micrographs (tiled inference, any size)."""
     from loop.run.real_report import score_real

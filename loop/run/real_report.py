@@ -18,21 +18,36 @@ from loop.run.report_json import report_bytes
 from stores import RunStore
 
 
-def pick_checkpoint(store: RunStore, cycle: int | None) -> int:
-    """``cycle`` when the run has its checkpoint, the latest cycle when ``cycle`` is None."""
+BEST = "best"
+"""``--checkpoint best``: the finished cycle that scored best on the run's ``--real-val`` images."""
+
+
+def pick_checkpoint(store: RunStore, cycle: int | str | None) -> int:
+    """``cycle`` when the run has its checkpoint, the latest cycle when ``cycle`` is None, and for
+    :data:`BEST` the finished cycle whose model scored best on the real validation images
+    (:func:`loop.run.lifecycle.best_real_val`)."""
     have = checkpoint_cycles(store)
     if not have:
         raise InputError(f"run {store.uri} has no checkpoint yet; train it with `loop start` / `loop resume`")
     if cycle is None:
         return have[-1]
+    if cycle == BEST:
+        from loop.run.lifecycle import run_status
+
+        best = run_status(store.uri)["best_real_val"]
+        if best is None:
+            raise InputError(f"--checkpoint best: run {store.uri} has no finished cycle scored on real validation "
+                             "images; start a run with `--real-val DIR` (images with masks) to have one")
+        cycle = best["cycle"]
     if cycle not in have:
         raise InputError(f"--checkpoint {cycle}: run {store.uri} has checkpoints of cycles {have}")
     return cycle
 
 
-def score_real(run: str, real_dir: str, *, cycle: int | None = None, tile: int | None = None,
+def score_real(run: str, real_dir: str, *, cycle: int | str | None = None, tile: int | None = None,
                overlap: int | None = None, pixel_size_um: float | None = None) -> tuple[dict[str, Any], str]:
-    """Score cycle ``cycle``'s checkpoint (default: the latest) on ``real_dir``, in tiles of
+    """Score cycle ``cycle``'s checkpoint (default: the latest; ``"best"``: the best on the run's
+    real validation images) on ``real_dir``, in tiles of
     ``tile`` px overlapping by ``overlap`` px (default: the run's ``real_tile`` and a quarter of
     ``tile``, so that the run's own real scores and these agree).
 

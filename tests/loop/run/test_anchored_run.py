@@ -4,6 +4,7 @@ anchored on images only."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -143,6 +144,10 @@ def test_an_anchored_run_samples_around_its_real_images_and_resumes_from_them(ra
     shown = CliRunner().invoke(main, ["status", run])
     assert shown.exit_code == 0 and "real-val miou" in shown.output
     assert f"best on the real validation images: cycle {best} (miou " in shown.output
+    scored = CliRunner().invoke(main, ["evaluate", run, "--real", str(real), "--checkpoint", "best", "--json"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads(scored.output)["cycle"] == best  # the real-val images scored again give the same mIoU
+    assert json.loads(scored.output)["miou"] == pytest.approx(cycles[best]["real_val"]["miou"])
     assert "cycle 0 inverse model, held-out R² (identifiable at >= 0.5): grain_diameter " in shown.output
 
     new = store.params(cycle=1)

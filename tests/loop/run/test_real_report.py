@@ -69,6 +69,18 @@ def test_a_missing_checkpoint_is_named(trained_run) -> None:
     assert checkpoint_cycles(store) == [0] and pick_checkpoint(store, None) == 0
     with pytest.raises(InputError, match=r"--checkpoint 3: run .* has checkpoints of cycles \[0\]"):
         pick_checkpoint(store, 3)
+    with pytest.raises(InputError, match=r"--checkpoint best: run .* has no finished cycle scored on real validation"):
+        pick_checkpoint(store, "best")  # a run without --real-val has no best there
+
+
+def test_evaluate_names_a_bad_checkpoint_value(trained_run, real_folder) -> None:
+    from click.testing import CliRunner
+
+    from loop.cli import main
+
+    result = CliRunner().invoke(main, ["evaluate", trained_run, "--real", real_folder, "--checkpoint", "last"])
+    assert result.exit_code == 2
+    assert "expected a cycle number >= 0 or 'best', got 'last'" in result.output
 
 
 def test_evaluate_refuses_a_run_whose_lock_is_held(trained_run, real_folder) -> None:
