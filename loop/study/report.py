@@ -11,7 +11,9 @@ The report opens with the one **primary endpoint** frozen in compare.toml before
 policy with a 95 % t-interval, the paired t-test and the Wilcoxon signed-rank test (t's
 p-values Holm-adjusted over those comparisons), and a one-line verdict. Then the final
 scores of every source side by side (synthetic validation, held-out synthetic test, real
-images pooled and per named group).
+images pooled and per named group). With ``--real-val`` images, the primary endpoint at the
+checkpoint each run's real validation images pick (:mod:`loop.study.selection`), what a user
+who keeps the best cycle on their own images gets.
 
 Everything else is **secondary**: tables after the paper's Tables 1–2, per source — per
 policy and metric the mean ± standard deviation over the seeds of the final cycle's score and
@@ -36,6 +38,7 @@ from loop.study.compare_settings import (
     BASE, ENDPOINT_METRICS, CompareConfig, CompareError, read_settings, run_dir,
 )
 from loop.study.plots import figure_png, panel_grid
+from loop.study.selection import checkpoint_selection
 from loop.study.statistics import (
     CONFIDENCE, PRIMARY_CONFIDENCE, RATE_METRICS, SIGNIFICANCE, compare_to_reference, holm, pairwise_tests,
     summarize,
@@ -109,6 +112,8 @@ def collect(out: str, at_cycle: int | None = None) -> dict[str, Any]:
                 entry["wall_s"] = sum(float((c.get("wall_s") or {}).get("cycle_done", 0.0))
                                       for c in status["cycles"] if c["cycle"] in own and c["state"] == "done")
                 entry["span"] = _own_span(run, own)
+                entry["real_val"] = [c.get("real_val") if c["state"] == "done" else None
+                                     for c in status["cycles"][:cycle + 1]]
             if policy is None:
                 start = {source: scores[0] for source, scores in entry["cycles"].items() if scores and scores[0]}
             else:
@@ -284,6 +289,32 @@ def _primary_table(primary: Mapping[str, Any]) -> list[str]:
         lines.append(f"| {c['a']} − {c['b']} | {c['mean_difference']:+.4f} | [{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}] "
                      f"| {_fmt(c['t_statistic'], '.3f')} | {_p(c['p_t'])} | {_p(c['p_holm'])} | {_p(c['p_wilcoxon'])} "
                      f"| {c['n']} |")
+    return lines
+
+
+def _selection_section(selection: Mapping[str, Any], reference: str) -> list[str]:
+    """The primary endpoint at the checkpoint each run's real validation images pick
+    (:func:`loop.study.selection.checkpoint_selection`)."""
+    name = f"{source_label(selection['source'])} {METRIC_NAMES.get(selection['metric'], selection['metric'])}"
+    lines = ["## The checkpoint the real validation images pick", "",
+             f"What a user keeps: per run, the cycle 0..{selection['cycle']} whose model scored best on the "
+             f"`--real-val` images ({METRIC_NAMES.get(selection['criterion'] or '', selection['criterion'])}, ties "
+             f"to the earlier cycle), and {name} there. Secondary: the primary endpoint stays the last cycle's.", ""]
+    if selection["unscored"]:
+        shown = ", ".join(selection["unscored"][:3]) + (" ..." if len(selection["unscored"]) > 3 else "")
+        lines += [f"Left out: runs with a cycle not scored on the real validation images (made before every "
+                  f"cycle was): {shown}.", ""]
+    if not selection["summary"]:
+        return lines
+    lines += [f"| policy | at the picked cycle (mean ± sd) | at cycle {selection['cycle']} | cycles picked (cycle: runs) |",
+              "|---|---|---|---|"]
+    for policy, row in selection["summary"].items():
+        picked = ", ".join(f"{cycle}: {n}" for cycle, n in row["cycles"].items())
+        lines.append(f"| {policy} | {_fmt(row['mean'])} ± {_fmt(row['sd'])} | {_fmt(row['last_mean'])} | {picked} |")
+    if selection["comparisons"]:
+        lines += ["", f"Paired over the N = {selection['n']} complete seeds, at the picked cycles:", ""]
+        lines += _primary_table({"reference": reference, "confidence": PRIMARY_CONFIDENCE,
+                                 "comparisons": selection["comparisons"]})
     return lines
 
 
@@ -504,6 +535,7 @@ def write_report(out: str, *, at_cycle: int | None = None, say: Callable[[str], 
     policies = list(config.policies)
 
     primary = primary_endpoint(config, stats, seeds)
+    selection = checkpoint_selection(data) if seeds else None
     taken = time_taken(data)
     metric_name = METRIC_NAMES.get(primary["metric"], primary["metric"])
     real = "; ".join(f"{name} = {path}" for name, path in config.real)
@@ -542,6 +574,8 @@ def write_report(out: str, *, at_cycle: int | None = None, say: Callable[[str], 
                   "", f"{metric_name} of each source: " + "; ".join(f"{s} = {source_label(s)}" for s in stats) + ".",
                   ""]
         lines += _side_by_side(stats, policies, primary["metric"]) + [""]
+        if selection is not None:
+            lines += _selection_section(selection, config.reference) + [""]
         lines += ["## Secondary endpoints", "",
                   f"Every other metric and source. The paired t-tests' p-values are Holm-adjusted over all "
                   f"{sum(1 for b in stats.values() for ts in b['tests'].values() for t in ts if not t.get('primary'))} "
@@ -584,7 +618,7 @@ def write_report(out: str, *, at_cycle: int | None = None, say: Callable[[str], 
     _write(folder, root, files["report"], ("\n".join(lines) + "\n").encode("utf-8"))
 
     result = {"out": out, "settings": config.to_dict(), "complete_seeds": seeds, "time": taken, "primary": primary,
-              "statistics": stats,
+              "statistics": stats, "selection": selection,
               "failures": failures, "runs": {k: {"run": v["run"], "state": v["state"]} for k, v in data["runs"].items()},
               "files": files}
     _write(folder, root, files["json"], json.dumps(json_ready(result), indent=1).encode("utf-8"))

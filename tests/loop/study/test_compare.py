@@ -546,12 +546,15 @@ def _crop_folder(shared: Path, root: Path, names: list[str], size: int = 96) -> 
 
 @pytest.fixture(scope="module")
 def grouped_comparison(ray_local, tmp_path_factory, shared_data) -> str:
-    """2 seeds × random, near-random, 1 cycle, scored on two real groups (crops of ../shared/data/grains)."""
+    """2 seeds × random, near-random, 1 cycle, scored on two real groups (crops of ../shared/data/grains)
+    and on a third crop given as --real-val."""
     tmp = tmp_path_factory.mktemp("grouped")
     iron = _crop_folder(shared_data, tmp / "iron", ["iron_001"])
     tbm = _crop_folder(shared_data, tmp / "tbm", ["tbm_10-0-768", "tbm_11-0-0"])
+    dev = _crop_folder(shared_data, tmp / "dev", ["tbm_12-256-512"])
     out = str(tmp / "out")
-    compare(out, dict(TINY, policies="random,near-random", real=(f"iron={iron}", f"tbm={tbm}")), say=lambda line: None)
+    compare(out, dict(TINY, policies="random,near-random", real=(f"iron={iron}", f"tbm={tbm}"), real_val=dev),
+            say=lambda line: None)
     return out
 
 
@@ -642,3 +645,27 @@ def test_a_runs_actors_take_the_threads_they_are_given(ray_local) -> None:
 
     with _actors(1) as (trainer, evaluator, _):
         assert torch_threads(trainer) == 1 and torch_threads(evaluator) == 1
+
+
+def test_the_report_scores_the_checkpoint_the_real_validation_images_pick(grouped_comparison) -> None:
+    from loop.study.statistics import compare_to_reference
+
+    out = grouped_comparison
+    data = json.loads((Path(out) / "report.json").read_text())
+    selection = data["selection"]
+    assert selection["source"] == "real" and selection["metric"] == "miou" and selection["criterion"] == "miou"
+    values = {}
+    for policy in ("random", "near-random"):
+        rows = selection["picks"][policy]
+        for seed, row in zip((1, 2), rows):
+            status = run_status(run_dir(out, seed, policy))
+            best = status["best_real_val"]
+            assert row["seed"] == seed and row["cycle"] == best["cycle"]
+            assert row["value"] == pytest.approx(status["cycles"][best["cycle"]]["real"]["miou"])
+            assert row["last"] == pytest.approx(status["cycles"][1]["real"]["miou"])
+        values[policy] = [row["value"] for row in rows]
+    (expected,) = compare_to_reference(values, "random")
+    (got,) = selection["comparisons"]
+    assert got["mean_difference"] == pytest.approx(expected.mean_difference)
+    report = (Path(out) / "report.md").read_text()
+    assert report.index("## The checkpoint the real validation images pick") < report.index("## Secondary endpoints")
