@@ -127,6 +127,9 @@ class CycleDriver:
         """Run (or finish) cycles 0..``cycles``."""
         for cycle in range(cycles + 1):
             if self.journal.find("cycle_done", cycle=cycle):
+                if self.config.real_val:
+                    # A run of before scored its real validation images only where it placed them.
+                    self._evaluate_real_val(cycle)
                 continue
             started = time.time()
             self.say(f"cycle {cycle}/{cycles}")

@@ -144,10 +144,10 @@ def test_an_anchored_run_samples_around_its_real_images_and_resumes_from_them(ra
     shown = CliRunner().invoke(main, ["status", run])
     assert shown.exit_code == 0 and "real-val miou" in shown.output
     assert f"best on the real validation images: cycle {best} (miou " in shown.output
-    scored = CliRunner().invoke(main, ["evaluate", run, "--real", str(real), "--checkpoint", "best", "--json"])
-    assert scored.exit_code == 0, scored.output
-    assert json.loads(scored.output)["cycle"] == best  # the real-val images scored again give the same mIoU
-    assert json.loads(scored.output)["miou"] == pytest.approx(cycles[best]["real_val"]["miou"])
+    picked = CliRunner().invoke(main, ["evaluate", run, "--real", str(real), "--checkpoint", "best", "--json"])
+    assert picked.exit_code == 0, picked.output
+    assert json.loads(picked.output)["cycle"] == best  # the real-val images scored again give the same mIoU
+    assert json.loads(picked.output)["miou"] == pytest.approx(cycles[best]["real_val"]["miou"])
     assert "cycle 0 inverse model, held-out R² (identifiable at >= 0.5): grain_diameter " in shown.output
 
     new = store.params(cycle=1)
@@ -164,6 +164,16 @@ def test_an_anchored_run_samples_around_its_real_images_and_resumes_from_them(ra
         resume_run(run, cycles=2)
     image.write_bytes(kept)
     assert len(events(run, "resumed")) == 0
+
+    # A run of before, which scored its real-val images only where it placed them, gets every
+    # finished cycle scored when it is resumed.
+    journal = Path(run) / "journal.jsonl"
+    journal.write_text("".join(line for line in journal.read_text().splitlines(keepends=True)
+                               if '"real_val_evaluated"' not in line))
+    assert events(run, "real_val_evaluated") == []
+    resume_run(run, cycles=1, say=lambda line: None)
+    assert [(e["cycle"], e["summary"]) for e in events(run, "real_val_evaluated")] == [
+        (e["cycle"], e["summary"]) for e in scored]
 
 
 @pytest.mark.slow
