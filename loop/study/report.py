@@ -547,7 +547,9 @@ def write_report(out: str, *, at_cycle: int | None = None, say: Callable[[str], 
              + (f" (this report: after cycle {last})" if last != config.cycles else "") + ", fine-tuned on "
              f"{'all samples so far' if config.finetune_on == 'all' else 'the new samples only'}"
              + (f"; encoder weights {config.encoder_weights}" if config.encoder_weights else "")
-             + (f"; real images: {real} (predicted in {config.real_tile} px tiles)" if real else "") + ".",
+             + (f"; real images: {real} (predicted in {config.real_tile} px tiles)" if real else "")
+             + (f"; real validation images (`--real-val`, never the real test images): {config.real_val}"
+                if config.real_val else "") + ".",
              f"Complete seeds (every policy run finished): {len(seeds)} of {config.seeds}"
              + (f" ({', '.join(map(str, seeds))})" if seeds else "") + f". Rendered {time.strftime('%Y-%m-%d %H:%M:%S')}.",
              _time_line(taken), "",

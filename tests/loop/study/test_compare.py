@@ -669,3 +669,4 @@ def test_the_report_scores_the_checkpoint_the_real_validation_images_pick(groupe
     assert got["mean_difference"] == pytest.approx(expected.mean_difference)
     report = (Path(out) / "report.md").read_text()
     assert report.index("## The checkpoint the real validation images pick") < report.index("## Secondary endpoints")
+    assert "; real validation images (`--real-val`, never the real test images): " in report.splitlines()[2]
