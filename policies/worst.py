@@ -52,7 +52,8 @@ from policies.base import Policy, PolicyError, PolicyView, Proposal
 METRIC_HIGHER_IS_BETTER: dict[str, bool] = {
     "iou": True, "miou": True, "boundary_f1": True, "p_true": True, "accuracy": True,
     "error": False, "loss": False, "grain_count_rel_error": False, "grain_size_distance": False,
-    "mean_intercept_rel_error": False, "boundary_intercept_rel_error": False, "balanced_error": False, "miss_rate": False, "false_alarm_rate": False,
+    "mean_intercept_rel_error": False, "boundary_intercept_rel_error": False, "balanced_error": False,
+    "miss_rate": False, "false_alarm_rate": False,
 }
 
 # k·N computed in floating point may land a hair above a whole number (0.7 * 10 = 7.000000000000001).

@@ -206,8 +206,8 @@ class RunConfig(DictFields):
 
     @property
     def real_overlap(self) -> int:
-        """How far neighbouring tiles of real images overlap, in px: a quarter of :attr:`real_tile`."""
-        return self.real_tile // 4
+        """How far neighbouring tiles of real images overlap, in px (:func:`real_overlap`)."""
+        return real_overlap(self.real_tile)
 
     def with_cycles(self, cycles: int) -> "RunConfig":
         """The same run with a different number of adaptive cycles."""
@@ -258,6 +258,12 @@ def training_tile(preset: str) -> int:
     from loop.config.training import get_preset
 
     return get_preset(preset).train.stages[-1].size
+
+
+def real_overlap(tile: int) -> int:
+    """How far neighbouring tiles of ``tile`` px overlap when real images are predicted: a quarter
+    of the tile."""
+    return tile // 4
 
 
 def check_real_tile(value: Any, where: str = "run.real_tile") -> int:

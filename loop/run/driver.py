@@ -300,8 +300,7 @@ class CycleDriver:
         groups: dict[str, dict[str, float]] = {}
         images: list[dict[str, Any]] = []
         for name, folder in self.config.real:
-            result = self._call(self.evaluator.evaluate_real, self._checked_checkpoint(cycle), folder,
-                                tile=self.config.real_tile, overlap=self.config.real_overlap)
+            result = self._score_real_folder(cycle, folder)
             groups[name] = {k: v for k, v in result.items() if isinstance(v, float)}
             images += result["images"]
             self.say(f"  real {name}: " + _scores_line(groups[name]))
@@ -331,10 +330,13 @@ class CycleDriver:
         """Cycle ``cycle``'s model on the real validation folder (kept for the cycle's anchors, which
         need the same per-image scores)."""
         if self._real_val_scores is None or self._real_val_scores[0] != cycle:
-            result = self._call(self.evaluator.evaluate_real, self._checked_checkpoint(cycle), self.config.real_val,
-                                tile=self.config.real_tile, overlap=self.config.real_overlap)
-            self._real_val_scores = (cycle, result)
+            self._real_val_scores = (cycle, self._score_real_folder(cycle, self.config.real_val))
         return self._real_val_scores[1]
+
+    def _score_real_folder(self, cycle: int, folder: str) -> dict[str, Any]:
+        """Cycle ``cycle``'s model on a real folder, in the run's tiles (``real_tile``)."""
+        return self._call(self.evaluator.evaluate_real, self._checked_checkpoint(cycle), folder,
+                          tile=self.config.real_tile, overlap=self.config.real_overlap)
 
     def _anchor(self, cycle: int) -> None:
         """Place the real validation images in the space and score them with cycle ``cycle``'s model

@@ -7,7 +7,7 @@ import posixpath
 import tempfile
 from typing import Any
 
-from loop.config.run import run_config_from
+from loop.config.run import real_overlap, run_config_from
 from loop.errors import InputError
 from loop.run.evaluator_actor import Evaluator
 from loop.run.journal import Journal
@@ -62,7 +62,7 @@ def score_real(run: str, real_dir: str, *, cycle: int | str | None = None, tile:
     if tile is None:
         tile = run_config_from(store.config["run"]).real_tile
     if overlap is None:
-        overlap = tile // 4
+        overlap = real_overlap(tile)
     folder = posixpath.join(REPORTS, real_report_name(cycle))
     # Every process that writes into a run holds its lock: a running driver may write this folder too.
     uri = checked_checkpoint_uri(store, Journal(store.path(JOURNAL)), cycle)

@@ -177,7 +177,9 @@ def _time_line(taken: Mapping[str, Any]) -> str:
     return ", ".join(parts) + "; several runs at once overlap)."
 
 
-def _value(entry: Mapping[str, Any], source: str, cycle: int, metric: str) -> float | None:
+def score_at(entry: Mapping[str, Any], source: str, cycle: int, metric: str) -> float | None:
+    """A run entry of :func:`collect`: ``metric`` of ``source`` after ``cycle``, ``None`` when not
+    scored (or not finite)."""
     cycles = entry["cycles"][source]
     if cycle >= len(cycles) or cycles[cycle] is None or metric not in cycles[cycle]:
         return None
@@ -210,12 +212,12 @@ def statistics(data: Mapping[str, Any]) -> dict[str, Any]:
         block: dict[str, Any] = {"metrics": metrics, "final": {}, "summary": {}, "tests": {}, "cycle0": {},
                                  "per_cycle": {}}
         for metric in metrics:
-            final = {p: [_value(runs[f"seed{s:02d}/{p}"], source, last, metric) for s in seeds]
+            final = {p: [score_at(runs[f"seed{s:02d}/{p}"], source, last, metric) for s in seeds]
                      for p in config.policies}
             final = {p: v for p, v in final.items() if v and all(x is not None for x in v)}
             block["final"][metric] = final
             block["summary"][metric] = {p: summarize(metric, v).to_dict() for p, v in final.items()}
-            start = [_value(runs[f"seed{s:02d}/{BASE}"], source, 0, metric) for s in seeds]
+            start = [score_at(runs[f"seed{s:02d}/{BASE}"], source, 0, metric) for s in seeds]
             if start and all(x is not None for x in start):
                 block["cycle0"][metric] = summarize(metric, start).to_dict()
             block["tests"][metric] = [t.to_dict() for t in pairwise_tests(final)] if len(final) > 1 else []
@@ -223,7 +225,7 @@ def statistics(data: Mapping[str, Any]) -> dict[str, Any]:
             for p in config.policies:
                 rows = []
                 for cycle in range(last + 1):
-                    values = [_value(runs[f"seed{s:02d}/{p}"], source, cycle, metric)
+                    values = [score_at(runs[f"seed{s:02d}/{p}"], source, cycle, metric)
                               for s in range(1, config.seeds + 1)]
                     values = [v for v in values if v is not None]
                     rows.append({"cycle": cycle, "n": len(values),

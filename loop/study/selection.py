@@ -14,7 +14,6 @@ primary endpoint stays the last cycle's, declared before any run.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any, Mapping
 
@@ -35,6 +34,7 @@ def checkpoint_selection(data: Mapping[str, Any]) -> dict[str, Any] | None:
     "comparisons", "unscored"}``.
     """
     from loop.run.lifecycle import best_real_val
+    from loop.study.report import score_at  # report renders this module's result: imported here, not at the top
 
     config: CompareConfig = data["config"]
     if not config.real_val:
@@ -58,8 +58,8 @@ def checkpoint_selection(data: Mapping[str, Any]) -> dict[str, Any] | None:
                 unscored.append(entry["run"])
                 break
             criterion = best["metric"]
-            rows.append({"seed": seed, "cycle": best["cycle"], "value": _score(entry, source, best["cycle"], metric),
-                         "last": _score(entry, source, last, metric)})
+            rows.append({"seed": seed, "cycle": best["cycle"], "value": score_at(entry, source, best["cycle"], metric),
+                         "last": score_at(entry, source, last, metric)})
         else:
             if rows and all(r["value"] is not None for r in rows):
                 picks[policy] = rows
@@ -76,8 +76,3 @@ def checkpoint_selection(data: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"source": source, "metric": metric, "criterion": criterion, "cycle": last, "n": len(seeds),
             "picks": picks, "summary": summary, "comparisons": comparisons, "unscored": unscored}
 
-
-def _score(entry: Mapping[str, Any], source: str, cycle: int, metric: str) -> float | None:
-    scores = entry["cycles"][source]
-    value = (scores[cycle] or {}).get(metric) if cycle < len(scores) else None
-    return float(value) if value is not None and math.isfinite(value) else None
