@@ -38,6 +38,7 @@ from loop.study.compare_settings import (
     BASE, ENDPOINT_METRICS, CompareConfig, CompareError, read_settings, run_dir,
 )
 from loop.study.plots import figure_png, panel_grid
+from loop.study.scores import score_at
 from loop.study.selection import checkpoint_selection
 from loop.study.statistics import (
     CONFIDENCE, PRIMARY_CONFIDENCE, RATE_METRICS, SIGNIFICANCE, compare_to_reference, holm, pairwise_tests,
@@ -175,16 +176,6 @@ def _time_line(taken: Mapping[str, Any]) -> str:
     if taken["policy_mean_s"] is not None:
         parts.append(f"{taken['policy_mean_s']:.0f} s per policy run")
     return ", ".join(parts) + "; several runs at once overlap)."
-
-
-def score_at(entry: Mapping[str, Any], source: str, cycle: int, metric: str) -> float | None:
-    """A run entry of :func:`collect`: ``metric`` of ``source`` after ``cycle``, ``None`` when not
-    scored (or not finite)."""
-    cycles = entry["cycles"][source]
-    if cycle >= len(cycles) or cycles[cycle] is None or metric not in cycles[cycle]:
-        return None
-    value = cycles[cycle][metric]
-    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def _metrics(data: Mapping[str, Any], source: str) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from loop.study.compare_settings import CompareConfig
+from loop.study.scores import score_at
 from loop.study.statistics import compare_to_reference
 
 
@@ -34,7 +35,6 @@ def checkpoint_selection(data: Mapping[str, Any]) -> dict[str, Any] | None:
     "comparisons", "unscored"}``.
     """
     from loop.run.lifecycle import best_real_val
-    from loop.study.report import score_at  # report renders this module's result: imported here, not at the top
 
     config: CompareConfig = data["config"]
     if not config.real_val:
