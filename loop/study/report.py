@@ -141,14 +141,28 @@ def _share_cycle0(entry: dict[str, Any], start: Mapping[str, Any]) -> None:
 
 
 def _own_span(run: str, cycles: range) -> tuple[float, float] | None:
-    """Unix times of the first and last journal events of ``run`` in ``cycles`` (``None`` if none)."""
+    """:func:`cycle_span` of ``run``'s journal."""
     from loop.run.journal import Journal
     from loop.run.names import JOURNAL
     from stores import RunStore
 
-    times = [e["time"] for e in Journal(RunStore.open(run).path(JOURNAL)).events()
-             if e.get("cycle") in cycles and isinstance(e.get("time"), (int, float))]
-    return (min(times), max(times)) if times else None
+    return cycle_span(Journal(RunStore.open(run).path(JOURNAL)).events(), cycles)
+
+
+def cycle_span(events: Sequence[Mapping[str, Any]], cycles: range) -> tuple[float, float] | None:
+    """Unix times of the first journal event in ``cycles`` and of the last end among them, a
+    cycle's end being its ``cycle_done`` (its last event while under way); ``None`` if none.
+    Events a later resume adds to a finished cycle (real-val scores filled in) are not part of the
+    time the cycles took."""
+    own = [e for e in events if e.get("cycle") in cycles and isinstance(e.get("time"), (int, float))]
+    if not own:
+        return None
+    ends = []
+    for cycle in {e["cycle"] for e in own}:
+        times = [e["time"] for e in own if e["cycle"] == cycle]
+        done = [e["time"] for e in own if e["cycle"] == cycle and e.get("event") == "cycle_done"]
+        ends.append(max(done) if done else max(times))
+    return min(e["time"] for e in own), max(ends)
 
 
 def time_taken(data: Mapping[str, Any]) -> dict[str, Any]:
